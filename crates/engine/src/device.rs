@@ -1,0 +1,115 @@
+//! Choosing where the model runs and in which precision.
+
+use crate::error::{EngineError, InvalidKind, Result};
+use candle_core::{DType, Device};
+
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when built with the
+/// `cuda` feature and a GPU answers, else the CPU).
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(auto_device()),
+        "cuda" | "gpu" => cuda_device(0),
+        other => match other.strip_prefix("cuda:") {
+            Some(index) => {
+                let ordinal = index.parse::<usize>().map_err(|_| {
+                    EngineError::invalid(
+                        InvalidKind::UnknownName,
+                        "device",
+                        format!("`{other}` is not cuda:N"),
+                    )
+                })?;
+                cuda_device(ordinal)
+            }
+            None => Err(EngineError::invalid(
+                InvalidKind::UnknownName,
+                "device",
+                format!("unknown device `{other}` (expected cpu, cuda, cuda:N or auto)"),
+            )),
+        },
+    }
+}
+
+fn auto_device() -> Device {
+    if cfg!(feature = "cuda") {
+        if let Ok(device) = Device::new_cuda(0) {
+            return device;
+        }
+    }
+    Device::Cpu
+}
+
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Err(EngineError::invalid(
+            InvalidKind::UnknownName,
+            "device",
+            "this build has no CUDA support; rebuild with `--features cuda`",
+        ));
+    }
+    Ok(Device::new_cuda(ordinal)?)
+}
+
+/// Parses a dtype name for the UNet and VAE (`f32`, `f16`, `bf16`, or `auto`: f16 on
+/// CUDA, f32 on the CPU). Half precision is refused on the CPU, where candle has no
+/// fast kernels for it. The text encoder always runs in f32: ReFACT's optimisation and
+/// the stored deltas need the precision, and it costs almost nothing.
+pub fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
+    let dtype = match name.trim().to_ascii_lowercase().as_str() {
+        "auto" => {
+            if device.is_cuda() {
+                DType::F16
+            } else {
+                DType::F32
+            }
+        }
+        "f32" | "float32" => DType::F32,
+        "f16" | "float16" | "half" => DType::F16,
+        "bf16" | "bfloat16" => DType::BF16,
+        other => {
+            return Err(EngineError::invalid(
+                InvalidKind::UnknownName,
+                "dtype",
+                format!("unknown dtype `{other}` (expected f32, f16, bf16 or auto)"),
+            ))
+        }
+    };
+    if dtype != DType::F32 && device.is_cpu() {
+        return Err(EngineError::invalid(
+            InvalidKind::UnknownName,
+            "dtype",
+            "half precision needs a CUDA device; use f32 on the CPU",
+        ));
+    }
+    Ok(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_parse_without_a_gpu_build() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("CPU").unwrap().is_cpu());
+        if !cfg!(feature = "cuda") {
+            assert!(parse_device("auto").unwrap().is_cpu());
+            assert!(parse_device("cuda").is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_device_and_dtype_are_refused() {
+        assert!(parse_device("tpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+        assert!(parse_dtype("f8", &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn half_precision_is_refused_on_cpu() {
+        assert_eq!(parse_dtype("auto", &Device::Cpu).unwrap(), DType::F32);
+        assert!(parse_dtype("f16", &Device::Cpu).is_err());
+        assert!(parse_dtype("bf16", &Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! refact-engine: Stable Diffusion v1.x on candle, with a CLIP text encoder that
+//! ReFACT can edit (hooks, low-rank deltas, differentiable), the UNet, VAE and
+//! schedulers needed to render at any version, and the ReFACT method itself.
+//!
+//! The engine knows nothing about HTTP or databases: the server drives it.
+
+pub mod config_file;
+pub mod device;
+pub mod error;
+
+pub use error::{EngineError, InvalidKind, Result};

@@ -1,0 +1,28 @@
+//! Command-line interface: one file per subcommand, each with its own `Args` and `run`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "refact", version, about = "Keep text-to-image models up to date with ReFACT edits")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+/// Logs go to stderr so that commands can print results on stdout.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REFACT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {}
+}

@@ -1,0 +1,1 @@
+//! refact-store
