@@ -7,5 +7,8 @@
 pub mod config_file;
 pub mod device;
 pub mod error;
+pub mod image_io;
+pub mod unet;
+pub mod vae;
 
 pub use error::{EngineError, InvalidKind, Result};
