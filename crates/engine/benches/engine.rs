@@ -1,17 +1,20 @@
 //! Engine benchmark at Stable Diffusion v1.5 sizes with random weights.
 //!
 //! `cargo bench -p refact-engine --bench engine [-- --full] [-- --reps N]` prints a
-//! Markdown table: one UNet step with classifier-free guidance (batch 2) at 256 and
-//! 512 px, the VAE decode at 256 px (and 512 px with `--full`: it peaks near 18 GB on
-//! the CPU), with the peak resident memory of each case. Each case runs in a child
-//! process of this binary (`--case NAME`) so that its `VmHWM` is its own.
+//! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts, one UNet step with
+//! classifier-free guidance (batch 2) at 256 and 512 px, the VAE decode at 256 px (and
+//! 512 px with `--full`: it peaks near 18 GB on the CPU), with the peak resident memory
+//! of each case. Each case runs in a child process of this binary (`--case NAME`) so
+//! that its `VmHWM` is its own.
 //!
-//! Weights are random (a `VarMap`), never `VarBuilder::zeros`: zero pages are never
+//! Weights are random (`RandomWeights`), never `VarBuilder::zeros`: zero pages are never
 //! touched, which hides most of the memory and flatters the time.
 
-use candle_core::{Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use refact_engine::deltas::DeltaSet;
 use refact_engine::device::{parse_device, parse_dtype};
+use refact_engine::model::random_weights::RandomWeights;
+use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
 use refact_engine::vae::{Vae, VaeConfig};
 use std::path::PathBuf;
@@ -21,13 +24,22 @@ use std::time::Instant;
 /// One measured case: what it runs and at which image size.
 #[derive(Debug, Clone, Copy)]
 enum Case {
-    UnetStep { pixels: usize },
-    VaeDecode { pixels: usize },
+    /// 10 prompts of `tokens` tokens each (77: padded, as generation encodes them).
+    TextEncoder {
+        tokens: usize,
+    },
+    UnetStep {
+        pixels: usize,
+    },
+    VaeDecode {
+        pixels: usize,
+    },
 }
 
 impl Case {
     fn name(self) -> String {
         match self {
+            Case::TextEncoder { tokens } => format!("text-{tokens}"),
             Case::UnetStep { pixels } => format!("unet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
         }
@@ -35,6 +47,9 @@ impl Case {
 
     fn describe(self) -> String {
         match self {
+            Case::TextEncoder { tokens } => {
+                format!("CLIP ViT-L/14 text encoder, 10 prompts × {tokens} tokens (f32)")
+            }
             Case::UnetStep { pixels } => format!(
                 "UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
                 pixels / 8
@@ -49,6 +64,7 @@ impl Case {
         let (kind, pixels) = name.split_once('-')?;
         let pixels = pixels.parse().ok()?;
         match kind {
+            "text" => Some(Case::TextEncoder { tokens: pixels }),
             "unet" => Some(Case::UnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
             _ => None,
@@ -67,6 +83,23 @@ struct Measurement {
     peak_rss_kb: u64,
     device: String,
     dtype: String,
+}
+
+const BOS: u32 = 49406;
+const EOS: u32 = 49407;
+
+/// Token ids [prompts, tokens]: BOS, ten word ids, EOS, then EOS padding up to
+/// `tokens` (12: the prompt's true length, as ReFACT batches; 77: padded, as generation).
+fn prompt_ids(prompts: usize, tokens: usize, device: &Device) -> Tensor {
+    const WORDS: usize = 10;
+    let tokens = tokens.clamp(WORDS + 2, 77);
+    let mut ids = Vec::with_capacity(prompts * tokens);
+    for p in 0..prompts {
+        ids.push(BOS);
+        ids.extend((0..WORDS).map(|w| 320 + ((p * 7919 + w * 104_729) % 40_000) as u32));
+        ids.resize((p + 1) * tokens, EOS);
+    }
+    Tensor::from_vec(ids, (prompts, tokens), device).expect("ids")
 }
 
 fn config_path(file: &str) -> PathBuf {
@@ -101,12 +134,28 @@ fn time_runs(device: &Device, reps: usize, mut run: impl FnMut() -> Tensor) -> V
 fn run_case(case: Case, reps: usize) {
     let device = parse_device("auto").expect("device");
     let dtype = parse_dtype("auto", &device).expect("dtype");
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &device);
+    let weights = RandomWeights::new(0);
     let build = Instant::now();
     let secs = match case {
+        Case::TextEncoder { tokens } => {
+            // The text encoder runs in f32 on every device.
+            let vb = weights.var_builder(DType::F32, &device);
+            let encoder =
+                ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), EOS).expect("encoder");
+            let build_secs = build.elapsed().as_secs_f64();
+            let ids = prompt_ids(10, tokens, &device);
+            let deltas = DeltaSet::empty();
+            let secs = time_runs(&device, reps, || {
+                encoder
+                    .forward(&ids, &deltas)
+                    .expect("encoder forward")
+                    .last_hidden_state
+            });
+            (secs, build_secs)
+        }
         Case::UnetStep { pixels } => {
             let config = UNetConfig::from_file(&config_path("sd15-unet.json")).expect("config");
+            let vb = weights.var_builder(dtype, &device);
             let unet = UNet2DConditionModel::new(vb, &config).expect("unet");
             let build_secs = build.elapsed().as_secs_f64();
             let latent = pixels / 8;
@@ -120,6 +169,7 @@ fn run_case(case: Case, reps: usize) {
         }
         Case::VaeDecode { pixels } => {
             let config = VaeConfig::from_file(&config_path("sd15-vae.json")).expect("config");
+            let vb = weights.var_builder(dtype, &device);
             let vae = Vae::new(vb, &config).expect("vae");
             let build_secs = build.elapsed().as_secs_f64();
             let latent = pixels / 8;
@@ -157,6 +207,8 @@ fn format_secs(secs: &[f64]) -> String {
 /// Runs every case in a child process and prints the table.
 fn run_all(full: bool, reps: usize) {
     let mut cases = vec![
+        Case::TextEncoder { tokens: 12 },
+        Case::TextEncoder { tokens: 77 },
         Case::UnetStep { pixels: 256 },
         Case::UnetStep { pixels: 512 },
         Case::VaeDecode { pixels: 256 },
