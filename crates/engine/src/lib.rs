@@ -7,5 +7,6 @@
 pub mod config_file;
 pub mod device;
 pub mod error;
+pub mod scheduler;
 
 pub use error::{EngineError, InvalidKind, Result};
