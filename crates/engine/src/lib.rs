@@ -12,6 +12,7 @@ pub mod error;
 pub mod image_io;
 pub mod model;
 pub mod refact;
+pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
