@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod image_io;
 pub mod model;
+pub mod pipeline;
 pub mod refact;
 pub mod scheduler;
 pub mod text_encoder;
