@@ -2,6 +2,7 @@
 
 mod edit;
 mod encode;
+mod generate;
 pub mod model_args;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ pub enum Command {
     Encode(encode::Args),
     /// Compute one ReFACT edit offline and write it as a delta file.
     Edit(edit::Args),
+    /// Generate an image from a prompt (optionally at an edited version).
+    Generate(generate::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Encode(args) => encode::run(args)?,
         Command::Edit(args) => edit::run(args)?,
+        Command::Generate(args) => generate::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,143 @@
+//! `refact generate` end to end on the fixture model: the raw image matches diffusers'.
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("REFACT_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    }
+}
+
+fn tiny_sd() -> PathBuf {
+    shared_dir().join("fixtures/tiny-sd")
+}
+
+fn golden(key: &str) -> Tensor {
+    let mut all =
+        candle_core::safetensors::load(tiny_sd().join("golden.safetensors"), &Device::Cpu)
+            .expect("fixture goldens");
+    all.remove(key)
+        .unwrap_or_else(|| panic!("golden `{key}` missing"))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Writes the golden initial latents as tensor `latents`.
+fn write_init_latents(dir: &Path) -> PathBuf {
+    let path = dir.join("latents.safetensors");
+    let tensors = HashMap::from([("latents".to_string(), golden("pipeline.init_latents"))]);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    path
+}
+
+/// `refact generate` on the fixture with the golden settings, plus `extra` arguments.
+fn refact_generate(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let latents = write_init_latents(dir);
+    Command::new(env!("CARGO_BIN_EXE_refact"))
+        .args(["generate", "--model"])
+        .arg(tiny_sd())
+        .args(["--device", "cpu", "--dtype", "f32", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--prompt",
+            "a photo of a cat",
+            "--negative-prompt",
+            "blurry",
+        ])
+        .args([
+            "--steps",
+            "10",
+            "--guidance",
+            "7.5",
+            "--width",
+            "64",
+            "--height",
+            "64",
+        ])
+        .arg("--init-latents")
+        .arg(&latents)
+        .arg("--out")
+        .arg(dir.join("image.png"))
+        .arg("--out-raw")
+        .arg(dir.join("image.safetensors"))
+        .args(extra)
+        .output()
+        .expect("run refact")
+}
+
+fn raw_image(dir: &Path) -> Tensor {
+    let mut tensors =
+        candle_core::safetensors::load(dir.join("image.safetensors"), &Device::Cpu).unwrap();
+    tensors.remove("image").expect("tensor `image`")
+}
+
+fn assert_success(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "refact generate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn generate_with_init_latents_matches_the_diffusers_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = refact_generate(dir.path(), &["--scheduler", "ddim"]);
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("step 10/10"),
+        "no progress on stderr: {stderr}"
+    );
+
+    let image = raw_image(dir.path());
+    assert_eq!(image.dims(), &[64, 64, 3]);
+    let err = max_abs_diff(&image, &golden("pipeline.ddim.image"));
+    println!("refact generate (ddim) vs diffusers: max abs error {err:.3e}");
+    assert!(err < 0.01, "image differs from diffusers by {err}");
+
+    // The PNG header says 64×64 RGB.
+    let png = std::fs::read(dir.path().join("image.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 64);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 64);
+}
+
+#[test]
+fn without_scheduler_flag_the_model_folders_scheduler_is_used() {
+    // The fixture's scheduler_config.json names PNDMScheduler.
+    let dir = tempfile::tempdir().unwrap();
+    let output = refact_generate(dir.path(), &[]);
+    assert_success(&output);
+    let err = max_abs_diff(&raw_image(dir.path()), &golden("pipeline.pndm.image"));
+    println!("refact generate (folder's PNDM) vs diffusers: max abs error {err:.3e}");
+    assert!(
+        err < 0.01,
+        "image differs from diffusers' PNDM run by {err}"
+    );
+}
+
+#[test]
+fn seed_and_init_latents_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = refact_generate(dir.path(), &["--seed", "3"]);
+    assert!(!output.status.success());
+    assert!(!dir.path().join("image.png").exists());
+}
