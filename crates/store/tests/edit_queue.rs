@@ -132,6 +132,20 @@ backend_test!(concurrent_workers_never_claim_the_same_edit, |store, db| {
     Ok(())
 });
 
+backend_test!(a_live_lease_is_not_taken, |store, db| {
+    let id = queue(&store, 1).await?;
+    store
+        .claim_next_edit("w1", LONG_LEASE)
+        .await?
+        .expect("claim");
+    assert!(store.claim_next_edit("w2", LONG_LEASE).await?.is_none());
+    assert_eq!(
+        store.heartbeat(id, "w1", LONG_LEASE, None).await?,
+        LeaseState::Held
+    );
+    Ok(())
+});
+
 backend_test!(
     a_lapsed_lease_is_reclaimed_by_another_worker,
     |store, db| {
@@ -140,10 +154,6 @@ backend_test!(
             .claim_next_edit("crashed", SHORT_LEASE)
             .await?
             .expect("claim");
-        assert!(
-            store.claim_next_edit("w2", LONG_LEASE).await?.is_none(),
-            "a live lease must not be taken"
-        );
         tokio::time::sleep(LAPSE).await;
         let reclaimed = store
             .claim_next_edit("w2", LONG_LEASE)
