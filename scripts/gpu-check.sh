@@ -94,30 +94,43 @@ else
 fi
 BIN="$WORK/bin"
 
-# Find the CUDA libraries the binaries link to. Python's site-packages (PyTorch's
-# nvidia-* wheels: nvidia/cu13/lib) come first, then system toolkits and the driver's
-# folder. Stub folders are skipped: a stub libcuda would hide the real driver.
+# Find the CUDA libraries the binaries link to. The toolkit's libraries come from
+# Python's site-packages first (PyTorch's nvidia-* wheels: nvidia/cu13/lib), then system
+# toolkits; the driver's libcuda.so.1 from the loader's cache or the driver's folders
+# only. Stub folders are skipped: a stub libcuda would hide the real driver.
 say "CUDA libraries"
-search_dirs=()
-IFS=: read -r -a search_dirs <<<"${GPU_LIB_DIRS:-}"
+user_dirs=()
+IFS=: read -r -a user_dirs <<<"${GPU_LIB_DIRS:-}"
+toolkit_dirs=("${user_dirs[@]}")
 for py in python3 /opt/torch/.venv/bin/python3; do
   if command -v "$py" >/dev/null; then
-    while read -r dir; do search_dirs+=("$dir/nvidia"); done < <(
-      "$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+    while read -r dir; do toolkit_dirs+=("$dir/nvidia"); done < <(
+      "$py" -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
   fi
 done
-search_dirs+=(/opt /usr/local/cuda/lib64 /usr/local/cuda/targets /usr/local/nvidia /usr/lib/x86_64-linux-gnu /usr/lib64)
-wanted=(libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13)
-lib_path=()
-for soname in "${wanted[@]}"; do
-  found=""
-  for dir in "${search_dirs[@]}"; do
+toolkit_dirs+=(/usr/local/cuda/lib64 /usr/local/cuda/targets /opt)
+driver_dirs=("${user_dirs[@]}" /usr/local/nvidia /usr/lib/x86_64-linux-gnu /usr/lib64)
+in_cache() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n { print $NF; exit }'; }
+find_in() {
+  local soname=$1 dir found
+  shift
+  for dir in "$@"; do
     [[ -d "$dir" ]] || continue
     found=$(find -L "$dir" -maxdepth 6 -name "$soname" -not -path '*/stubs/*' 2>/dev/null | head -n1)
-    [[ -n "$found" ]] && break
+    if [[ -n "$found" ]]; then
+      echo "$found"
+      return
+    fi
   done
-  if [[ -z "$found" ]]; then
-    found=$(ldconfig -p 2>/dev/null | awk -v n="$soname" '$1 == n { print $NF; exit }')
+}
+lib_path=()
+for soname in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10; do
+  if [[ $soname == libcuda.so.1 ]]; then
+    found=$(in_cache "$soname")
+    [[ -n "$found" ]] || found=$(find_in "$soname" "${driver_dirs[@]}")
+  else
+    found=$(find_in "$soname" "${toolkit_dirs[@]}")
+    [[ -n "$found" ]] || found=$(in_cache "$soname")
   fi
   if [[ -n "$found" ]]; then
     echo "$soname -> $found"
