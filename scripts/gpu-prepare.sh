@@ -2,7 +2,7 @@
 # Run HERE (no GPU needed): builds the CUDA binaries and fills .devcarry/ (git-ignored)
 # with what scripts/gpu-check.sh needs on the GPU machine, which has no Rust toolchain:
 #
-#   .devcarry/bin.tar.xz         stripped binaries: bin/refact, examples/*, tests/*, benches/*
+#   .devcarry/bin.tar.xz         binaries without debug info: bin/refact, examples/*, tests/*, benches/*
 #   .devcarry/shared/fixtures/tiny-sd   the fixture (clip-scorer only if it fits)
 #   .devcarry/shared/data        the caption corpus ReFACT's statistics read
 #   .devcarry/MANIFEST.txt       commit, sizes, libraries the binaries need
@@ -45,12 +45,13 @@ executables() {
     grep '"reason":"compiler-artifact"' | grep -F "$want" |
     grep -o '"executable":"[^"]*"' | cut -d'"' -f4
 }
-# Strips a binary into the staging folder; cargo's hash suffix is dropped from test names.
+# Copies a binary into the staging folder without its debug info (the symbol table
+# stays, so a panic's backtrace still names functions); cargo's hash suffix is dropped.
 stage() {
   local source=$1 folder=$2 name
   name=$(basename "$source" | sed -E 's/-[0-9a-f]{16}$//')
-  strip --strip-all -o "$staging/$folder/$name" "$source"
-  log "  $folder/$name: $(du -m "$source" | cut -f1) MiB -> $(du -m "$staging/$folder/$name" | cut -f1) MiB stripped"
+  strip --strip-debug -o "$staging/$folder/$name" "$source"
+  log "  $folder/$name: $(du -m "$source" | cut -f1) MiB -> $(du -m "$staging/$folder/$name" | cut -f1) MiB without debug info"
 }
 
 packages=()
