@@ -29,7 +29,7 @@ if [[ ! -x "${CUDA_SDK_DIR:-/work/cuda-sdk}/cuda-13.0/bin/nvcc" ]]; then
 fi
 # shellcheck source=scripts/cuda-env.sh
 source scripts/cuda-env.sh
-log "building with CUDA_HOME=$CUDA_HOME into $CARGO_TARGET_DIR (sm_$CUDA_COMPUTE_CAP)"
+log "building with CUDA_HOME=$CUDA_HOME, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, into $CARGO_TARGET_DIR"
 
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
