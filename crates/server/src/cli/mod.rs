@@ -1,17 +1,30 @@
 //! Command-line interface: one file per subcommand, each with its own `Args` and `run`.
 
+mod edit;
+mod encode;
+pub mod model_args;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "refact", version, about = "Keep text-to-image models up to date with ReFACT edits")]
+#[command(
+    name = "refact",
+    version,
+    about = "Keep text-to-image models up to date with ReFACT edits"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Encode prompts with the text encoder (optionally at an edited version).
+    Encode(encode::Args),
+    /// Compute one ReFACT edit offline and write it as a delta file.
+    Edit(edit::Args),
+}
 
 /// Logs go to stderr so that commands can print results on stdout.
 pub fn init_tracing() {
@@ -24,5 +37,9 @@ pub fn init_tracing() {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Encode(args) => encode::run(args)?,
+        Command::Edit(args) => edit::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
