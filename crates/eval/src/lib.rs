@@ -5,6 +5,8 @@
 pub mod dataset;
 pub mod error;
 pub mod metrics;
+pub mod report;
+pub mod runner;
 pub mod scorer;
 pub mod text_check;
 

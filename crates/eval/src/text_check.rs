@@ -13,6 +13,9 @@
 use crate::dataset::EvalCase;
 use crate::error::{EvalError, Result};
 use crate::metrics::{Comparison, SeedTests};
+use candle_core::DType;
+use refact_engine::deltas::DeltaSet;
+use refact_engine::model::TextModel;
 
 /// Maps texts to one pooled representation each.
 pub trait TextRepresentations {
@@ -27,6 +30,45 @@ where
     fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         self(texts)
     }
+}
+
+/// The engine's text encoder at one version: pooler outputs (final-layer-norm state at
+/// the first EOS), the representation ReFACT optimises.
+pub struct EncoderAt<'a> {
+    pub model: &'a TextModel,
+    pub deltas: &'a DeltaSet,
+}
+
+impl TextRepresentations for EncoderAt<'_> {
+    fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let out = self
+            .model
+            .encoder
+            .encode_texts(&self.model.tokenizer, &texts, self.deltas)?;
+        Ok(out.pooler_output.to_dtype(DType::F32)?.to_vec2()?)
+    }
+}
+
+/// The text-space tests of an edit: `parent` is the version the edit was computed on
+/// (its encoder gives the reference points), `edited` the version with the edit.
+pub fn check_edit(
+    model: &TextModel,
+    parent: &DeltaSet,
+    edited: &DeltaSet,
+    case: &EvalCase,
+) -> Result<SeedTests> {
+    text_space_tests(
+        case,
+        &EncoderAt {
+            model,
+            deltas: parent,
+        },
+        &EncoderAt {
+            model,
+            deltas: edited,
+        },
+    )
 }
 
 fn l2(a: &[f32], b: &[f32]) -> f32 {

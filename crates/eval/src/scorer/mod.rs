@@ -6,7 +6,6 @@ pub mod config;
 pub mod preprocess;
 pub mod resample;
 pub mod text_tower;
-pub mod tokenizer;
 pub mod transformer;
 pub mod vision_tower;
 
@@ -16,9 +15,9 @@ use candle_nn::{linear_no_bias, Linear, VarBuilder};
 use config::ClipConfig;
 use image::RgbImage;
 use preprocess::ImagePreprocessor;
+use refact_engine::tokenizer::ClipTokenizer;
 use std::path::{Path, PathBuf};
 use text_tower::TextTower;
-use tokenizer::ScorerTokenizer;
 use transformer::l2_normalise;
 use vision_tower::VisionTower;
 
@@ -40,7 +39,7 @@ pub struct Scorer {
     text_projection: Linear,
     visual_projection: Linear,
     logit_scale: f64,
-    tokenizer: ScorerTokenizer,
+    tokenizer: ClipTokenizer,
     preprocessor: ImagePreprocessor,
     device: Device,
     dtype: DType,
@@ -82,7 +81,7 @@ impl Scorer {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = ClipConfig::from_file(&dir.join("config.json"))?;
         let preprocessor = ImagePreprocessor::from_file(&dir.join("preprocessor_config.json"))?;
-        let tokenizer = ScorerTokenizer::from_files(
+        let tokenizer = ClipTokenizer::from_files(
             &dir.join("vocab.json"),
             &dir.join("merges.txt"),
             config.text.max_position_embeddings,
@@ -144,7 +143,7 @@ impl Scorer {
         }
         let rows = texts
             .iter()
-            .map(|t| self.tokenizer.encode_padded(t))
+            .map(|t| Ok(self.tokenizer.encode_padded(t)?))
             .collect::<Result<Vec<_>>>()?;
         let context = rows[0].len();
         let flat: Vec<u32> = rows.into_iter().flatten().collect();

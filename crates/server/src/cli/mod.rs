@@ -3,6 +3,7 @@
 mod edit;
 mod encode;
 pub mod model_args;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ pub enum Command {
     Encode(encode::Args),
     /// Compute one ReFACT edit offline and write it as a delta file.
     Edit(edit::Args),
+    /// CLIP embeddings and logits of one image against texts.
+    Score(score::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Encode(args) => encode::run(args)?,
         Command::Edit(args) => edit::run(args)?,
+        Command::Score(args) => score::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
