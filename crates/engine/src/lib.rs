@@ -11,8 +11,8 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod refact;
+pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod weights;
-
 pub use error::{EngineError, InvalidKind, Result};
