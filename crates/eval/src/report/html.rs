@@ -122,11 +122,11 @@ pub fn render(results: &RunResults, rows: &[RowResult]) -> String {
     );
     let _ = write!(
         out,
-        "<h1>Evaluation: {}</h1><p>format {:?}, mode {:?}, {} rows × {} seeds. Values in %: mean over seeds ± \
+        "<h1>Evaluation: {}</h1><p>format {}, mode {}, {} rows × {} seeds. Values in %: mean over seeds ± \
          standard error; ties count as failures; F1 = √(generality × specificity).</p>",
         escape(&s.dataset),
-        s.format,
-        s.mode,
+        format!("{:?}", s.format).to_lowercase(),
+        format!("{:?}", s.mode).to_lowercase(),
         results.rows.len(),
         s.seeds.len()
     );

@@ -38,17 +38,25 @@ pub fn render(results: &RunResults) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Evaluation: {} ({:?}, mode {:?})\n\n{rows} rows × {} seeds. Values in %: mean over seeds ± standard \
+        "# Evaluation: {} ({}, mode {})\n\n{rows} rows × {} seeds. Values in %: mean over seeds ± standard \
          error over seeds (each seed averaged over the rows first). Ties count as failures. \
          F1 is the geometric mean of generality and specificity.\n",
         cell_text(&s.dataset),
-        s.format,
-        s.mode,
+        format!("{:?}", s.format).to_lowercase(),
+        format!("{:?}", s.mode).to_lowercase(),
         s.seeds.len()
     );
     out.push_str("| Method | Efficacy | Generality | Specificity | F1 |\n|---|---|---|---|---|\n");
     for m in &results.methods {
         let _ = writeln!(out, "| {} | {} |", m.method, cells(&m.summary));
+    }
+    if let Some(t) = &results.text_space {
+        let _ = writeln!(
+            out,
+            "\nText-space check (edited text encoder, no images; {} rows): {}",
+            t.rows,
+            cells(t).replace(" | ", " · ")
+        );
     }
     out.push_str("\n## Per row\n\n| Row | Edit | Efficacy | Generality | Specificity | F1 |\n");
     out.push_str("|---|---|---|---|---|---|\n");

@@ -4,6 +4,7 @@
 //! that the loop, the resume logic and the reports do not depend on how a model is
 //! loaded; `engine_backend` adapts the Stable Diffusion engine.
 
+pub mod engine_backend;
 pub mod layout;
 pub mod plan;
 pub mod progress;
@@ -54,6 +55,12 @@ pub trait Backend {
 
     /// One image of `prompt` with `seed` at `version`.
     fn generate(&mut self, prompt: &str, seed: u64, version: &Self::Version) -> Result<RgbImage>;
+
+    /// The text-space tests of `case` at `version` against the unedited model (see
+    /// `text_check`), if the backend has a text encoder to run them on.
+    fn text_space(&self, _case: &EvalCase, _version: &Self::Version) -> Result<Option<SeedTests>> {
+        Ok(None)
+    }
 }
 
 /// Runs (or resumes) an evaluation of `cases` into `out` and writes `results.json`,
@@ -128,10 +135,16 @@ pub fn run<B: Backend>(
                 &version,
                 &mut progress,
             )?;
+            let text_space = if settings.mode.edits() {
+                backend.text_space(case, &version)?
+            } else {
+                None
+            };
             let result = RowResult {
                 case: (*case).clone(),
                 tests: row.0,
                 unedited_tests: row.1,
+                text_space,
                 edit,
                 seconds: started.elapsed().as_secs_f64(),
             };

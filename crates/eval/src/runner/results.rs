@@ -16,6 +16,9 @@ pub struct RowResult {
     /// Tests on the unedited model's images of the original prompts, when the mode made
     /// them (edit, sequential and oracle modes; the baseline is its own `tests`).
     pub unedited_tests: Option<Vec<SeedTests>>,
+    /// The same tests on the text encoder's representations (no images); edit modes only.
+    #[serde(default)]
+    pub text_space: Option<SeedTests>,
     /// What the edit reported (steps, final probability, seconds); edit modes only.
     pub edit: Option<serde_json::Value>,
     /// Wall-clock seconds the row took (edit included).
@@ -34,6 +37,8 @@ pub struct MethodSummary {
 pub struct RunResults {
     pub settings: RunSettings,
     pub methods: Vec<MethodSummary>,
+    /// The text-space check over the rows that have it (edit modes).
+    pub text_space: Option<Summary>,
     pub rows: Vec<RowSummary>,
 }
 
@@ -68,6 +73,10 @@ impl RunResults {
             method: mode.label().to_string(),
             summary: summarise(&tests),
         });
+        let text_space: Vec<Vec<SeedTests>> = rows
+            .iter()
+            .filter_map(|r| r.text_space.clone().map(|t| vec![t]))
+            .collect();
         let rows = rows
             .iter()
             .map(|r| RowSummary {
@@ -82,6 +91,7 @@ impl RunResults {
         Self {
             settings: settings.clone(),
             methods,
+            text_space: (!text_space.is_empty()).then(|| summarise(&text_space)),
             rows,
         }
     }

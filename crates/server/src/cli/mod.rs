@@ -2,6 +2,7 @@
 
 mod edit;
 mod encode;
+mod eval;
 pub mod model_args;
 mod score;
 
@@ -27,6 +28,8 @@ pub enum Command {
     Edit(edit::Args),
     /// CLIP embeddings and logits of one image against texts.
     Score(score::Args),
+    /// The paper's evaluation (efficacy, generality, specificity) on RoAD or TIMED.
+    Eval(eval::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => encode::run(args)?,
         Command::Edit(args) => edit::run(args)?,
         Command::Score(args) => score::run(args)?,
+        Command::Eval(args) => eval::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
