@@ -11,4 +11,4 @@ pub mod scorer;
 pub mod text_check;
 
 pub use error::{EvalError, Result};
-pub use scorer::{Scorer, Scores};
+pub use scorer::{PixelScores, Scorer, Scores};

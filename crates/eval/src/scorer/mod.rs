@@ -32,6 +32,17 @@ pub struct Scores {
     pub logits_per_image: Vec<f32>,
 }
 
+/// What `Scorer::score_pixels` returns for b images and n texts (f32, CPU tensors).
+#[derive(Debug, Clone)]
+pub struct PixelScores {
+    /// [b, projection_dim], L2-normalised.
+    pub image_embeds: Tensor,
+    /// [n, projection_dim], L2-normalised.
+    pub text_embeds: Tensor,
+    /// [b, n].
+    pub logits_per_image: Tensor,
+}
+
 /// A loaded CLIP model with its tokenizer and image preprocessing.
 pub struct Scorer {
     text: TextTower,
@@ -205,16 +216,16 @@ impl Scorer {
         })
     }
 
-    /// The lower-level entry: embeddings and logits [b, n] from pixel values [b, 3, H, W]
-    /// and token ids [n, seq], skipping preprocessing and tokenization.
-    pub fn score_pixels(
-        &self,
-        pixel_values: &Tensor,
-        input_ids: &Tensor,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    /// The lower-level entry: embeddings and logits from pixel values [b, 3, H, W] and
+    /// token ids [n, seq], skipping preprocessing and tokenization.
+    pub fn score_pixels(&self, pixel_values: &Tensor, input_ids: &Tensor) -> Result<PixelScores> {
         let image_embeds = self.image_embeds_from_pixels(pixel_values)?;
         let text_embeds = self.text_embeds_from_ids(input_ids)?;
-        let logits = self.logits(&image_embeds, &text_embeds)?;
-        Ok((image_embeds, text_embeds, logits))
+        let logits_per_image = self.logits(&image_embeds, &text_embeds)?;
+        Ok(PixelScores {
+            image_embeds,
+            text_embeds,
+            logits_per_image,
+        })
     }
 }
