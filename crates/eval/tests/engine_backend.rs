@@ -3,8 +3,9 @@
 
 mod common;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use common::{data_file, fixture_dir};
+use refact_engine::model::StableDiffusion;
 use refact_engine::refact::{Corpus, HyperParams};
 use refact_eval::dataset::{load, DatasetFormat};
 use refact_eval::runner::engine_backend::{EngineBackend, EngineOptions};
@@ -24,8 +25,9 @@ fn edits_render_deterministically_and_survive_a_save_and_load() {
         },
         ..EngineOptions::paper(work.path().join("stats"))
     };
-    let mut backend =
-        EngineBackend::load(&fixture_dir(), "tiny-sd", &Device::Cpu, options).unwrap();
+    let model =
+        StableDiffusion::load_folder(&fixture_dir(), "tiny-sd", &Device::Cpu, DType::F32).unwrap();
+    let mut backend = EngineBackend::new(model, options);
     let cases = load(&data_file("TIMED_validation_set.csv"), DatasetFormat::Timed).unwrap();
     let case = &cases[6]; // a pack of roses → a pack of blue roses
     let base = backend.unedited();

@@ -6,18 +6,15 @@ use super::Backend;
 use crate::dataset::EvalCase;
 use crate::error::Result;
 use crate::metrics::SeedTests;
-use candle_core::{DType, Device};
 use image::RgbImage;
 use refact_engine::delta_file::{load_delta, save_delta};
 use refact_engine::deltas::DeltaSet;
-use refact_engine::model::TextModel;
-use refact_engine::pipeline::{generate, GenerateParams};
+use refact_engine::model::StableDiffusion;
+use refact_engine::pipeline::GenerateParams;
 use refact_engine::refact::{
     compute_edit, Corpus, EditRequest, HyperParams, LayerStatistics, StatsCache,
 };
-use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
-use refact_engine::unet::UNet2DConditionModel;
-use refact_engine::vae::Vae;
+use refact_engine::scheduler::SchedulerKind;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -39,8 +36,6 @@ pub struct EngineOptions {
     pub corpus_lines: usize,
     /// Where layer statistics are cached.
     pub stats_dir: PathBuf,
-    /// UNet and VAE dtype (the text encoder is always f32).
-    pub dtype: DType,
 }
 
 impl EngineOptions {
@@ -57,46 +52,30 @@ impl EngineOptions {
             corpus: Corpus::Builtin,
             corpus_lines: 25_000,
             stats_dir,
-            dtype: DType::F32,
         }
     }
 }
 
 /// A loaded model ready to edit and render.
 pub struct EngineBackend {
-    model_name: String,
-    text: TextModel,
-    unet: UNet2DConditionModel,
-    vae: Vae,
-    scheduler_config: SchedulerConfig,
+    model: StableDiffusion,
     options: EngineOptions,
     stats: HashMap<usize, Arc<LayerStatistics>>,
 }
 
 impl EngineBackend {
-    /// Loads a diffusers folder onto `device`; `model_name` is how results name it.
-    pub fn load(
-        dir: &Path,
-        model_name: &str,
-        device: &Device,
-        options: EngineOptions,
-    ) -> Result<Self> {
-        Ok(Self {
-            model_name: model_name.to_string(),
-            text: TextModel::load(dir, device)?,
-            unet: UNet2DConditionModel::load(dir, device, options.dtype)?,
-            vae: Vae::load(dir, device, options.dtype)?,
-            scheduler_config: SchedulerConfig::from_file(
-                dir.join("scheduler/scheduler_config.json"),
-            )?,
+    /// Wraps a loaded model (`StableDiffusion::load`).
+    pub fn new(model: StableDiffusion, options: EngineOptions) -> Self {
+        Self {
+            model,
             options,
             stats: HashMap::new(),
-        })
+        }
     }
 
     /// The text side, for the text-space check.
-    pub fn text_model(&self) -> &TextModel {
-        &self.text
+    pub fn text_model(&self) -> &refact_engine::model::TextModel {
+        &self.model.text
     }
 
     fn request(&self, case: &EvalCase) -> EditRequest {
@@ -113,9 +92,9 @@ impl EngineBackend {
         }
         let cache = StatsCache::new(self.options.stats_dir.clone());
         let (stats, _) = cache.load_or_compute(
-            &self.text.encoder,
-            &self.text.tokenizer,
-            &self.text.fingerprint,
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
+            &self.model.text.fingerprint,
             layer,
             &self.options.corpus,
             self.options.corpus_lines,
@@ -133,8 +112,8 @@ impl Backend for EngineBackend {
     fn describe(&self) -> serde_json::Value {
         let o = &self.options;
         serde_json::json!({
-            "model": self.model_name,
-            "model_fingerprint": self.text.fingerprint,
+            "model": self.model.info.name,
+            "model_fingerprint": self.model.info.fingerprint,
             "steps": o.steps,
             "guidance_scale": o.guidance_scale,
             "size": o.size,
@@ -147,7 +126,7 @@ impl Backend for EngineBackend {
                 Corpus::File(p) => p.display().to_string(),
             },
             "corpus_lines": o.corpus_lines,
-            "dtype": format!("{:?}", o.dtype),
+            "dtype": self.model.info.dtype,
         })
     }
 
@@ -157,11 +136,14 @@ impl Backend for EngineBackend {
 
     fn edit(&mut self, case: &EvalCase, on: &DeltaSet) -> Result<(DeltaSet, serde_json::Value)> {
         let request = self.request(case);
-        let edit = request.validate(&self.text.tokenizer, self.text.encoder.num_layers())?;
+        let edit = request.validate(
+            &self.model.text.tokenizer,
+            self.model.text.encoder.num_layers(),
+        )?;
         let stats = self.statistics(edit.layer)?;
         let outcome = compute_edit(
-            &self.text.encoder,
-            &self.text.tokenizer,
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
             &stats,
             &edit,
             on,
@@ -190,7 +172,7 @@ impl Backend for EngineBackend {
         save_delta(
             path,
             delta,
-            &[("model_fingerprint", self.text.fingerprint.clone())],
+            &[("model_fingerprint", self.model.text.fingerprint.clone())],
         )?;
         Ok(())
     }
@@ -200,7 +182,8 @@ impl Backend for EngineBackend {
     }
 
     fn text_space(&self, case: &EvalCase, version: &DeltaSet) -> Result<Option<SeedTests>> {
-        let tests = crate::text_check::check_edit(&self.text, &DeltaSet::empty(), version, case)?;
+        let tests =
+            crate::text_check::check_edit(&self.model.text, &DeltaSet::empty(), version, case)?;
         Ok(Some(tests))
     }
 
@@ -215,16 +198,7 @@ impl Backend for EngineBackend {
             seed,
             ..GenerateParams::new(prompt, o.scheduler)
         };
-        let image = generate(
-            &self.text.encoder,
-            &self.text.tokenizer,
-            &self.unet,
-            &self.vae,
-            &self.scheduler_config,
-            &params,
-            version,
-            &mut |_, _| true,
-        )?;
+        let image = self.model.generate(&params, version, &mut |_, _| true)?;
         Ok(refact_engine::image_io::to_rgb8(&image)?)
     }
 }

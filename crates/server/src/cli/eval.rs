@@ -4,6 +4,7 @@
 use super::model_args::ModelArgs;
 use anyhow::Context;
 use candle_core::DType;
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::refact::{Corpus, HyperParams};
 use refact_engine::scheduler::SchedulerKind;
 use refact_eval::dataset::{load, DatasetFormat};
@@ -71,7 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let seeds = parse_seeds(&args.seeds)?;
     let cases = load(&args.dataset, args.format)?;
     let device = args.model.device()?;
-    let folder = args.model.folder()?;
+    let spec = ModelSpec {
+        source: ModelSource::parse(&args.model.model),
+        device: device.clone(),
+        dtype: refact_engine::device::parse_dtype(&args.dtype, &device)?,
+        data_dir: args.model.data_dir.clone(),
+        offline: args.model.offline,
+    };
+    let model = StableDiffusion::load(&spec)
+        .with_context(|| format!("loading model `{}`", args.model.model))?;
     let options = EngineOptions {
         steps: args.steps,
         guidance_scale: args.guidance,
@@ -84,11 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         corpus: Corpus::parse(&args.corpus),
         corpus_lines: args.corpus_lines,
-        dtype: refact_engine::device::parse_dtype(&args.dtype, &device)?,
         ..EngineOptions::paper(args.model.data_dir.join("stats"))
     };
-    let mut backend = EngineBackend::load(&folder, &args.model.model, &device, options)
-        .with_context(|| format!("loading model `{}`", args.model.model))?;
+    let mut backend = EngineBackend::new(model, options);
     let scorer = Scorer::load(&args.scorer, &device, DType::F32)
         .with_context(|| format!("loading the scorer from {}", args.scorer.display()))?;
     let settings = RunSettings {
