@@ -2,7 +2,9 @@
 
 mod edit;
 mod encode;
+mod eval;
 pub mod model_args;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +26,10 @@ pub enum Command {
     Encode(encode::Args),
     /// Compute one ReFACT edit offline and write it as a delta file.
     Edit(edit::Args),
+    /// CLIP embeddings and logits of one image against texts.
+    Score(score::Args),
+    /// The paper's evaluation (efficacy, generality, specificity) on RoAD or TIMED.
+    Eval(eval::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -40,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Encode(args) => encode::run(args)?,
         Command::Edit(args) => edit::run(args)?,
+        Command::Score(args) => score::run(args)?,
+        Command::Eval(args) => eval::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
