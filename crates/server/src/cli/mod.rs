@@ -2,8 +2,10 @@
 
 mod edit;
 mod encode;
+mod eval;
 mod generate;
 pub mod model_args;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ pub enum Command {
     Edit(edit::Args),
     /// Generate an image from a prompt (optionally at an edited version).
     Generate(generate::Args),
+    /// CLIP embeddings and logits of one image against texts.
+    Score(score::Args),
+    /// The paper's evaluation (efficacy, generality, specificity) on RoAD or TIMED.
+    Eval(eval::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -44,6 +50,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => encode::run(args)?,
         Command::Edit(args) => edit::run(args)?,
         Command::Generate(args) => generate::run(args)?,
+        Command::Score(args) => score::run(args)?,
+        Command::Eval(args) => eval::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
