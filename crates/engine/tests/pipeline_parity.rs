@@ -1,7 +1,7 @@
 //! The full text-to-image pipeline against diffusers on the fixture, plus seeds,
 //! versions (deltas), guidance and cancellation.
 
-mod unet_common;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
@@ -12,7 +12,6 @@ use refact_engine::unet::UNet2DConditionModel;
 use refact_engine::vae::Vae;
 use refact_engine::{EngineError, InvalidKind};
 use std::sync::Arc;
-use unet_common::*;
 
 struct Fixture {
     text: TextModel,
@@ -23,7 +22,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let dir = tiny_sd();
+        let dir = common::fixture_dir();
         Self {
             text: TextModel::load(&dir, &Device::Cpu).unwrap(),
             unet: UNet2DConditionModel::load(&dir, &Device::Cpu, DType::F32).unwrap(),
@@ -61,14 +60,14 @@ fn golden_params(scheduler: SchedulerKind, init_latents: Option<Tensor>) -> Gene
 }
 
 fn identical(a: &Tensor, b: &Tensor) -> bool {
-    max_abs_diff(a, b) == 0.0
+    common::max_abs_diff(a, b) == 0.0
 }
 
 #[test]
 fn every_scheduler_matches_diffusers_images() {
     let fixture = Fixture::load();
-    let g = goldens();
-    let init = golden(&g, "pipeline.init_latents");
+    let g = common::goldens();
+    let init = g["pipeline.init_latents"].clone();
     for (kind, key) in [
         (SchedulerKind::Pndm, "pndm"),
         (SchedulerKind::Ddim, "ddim"),
@@ -78,7 +77,7 @@ fn every_scheduler_matches_diffusers_images() {
         let params = golden_params(kind, Some(init.clone()));
         let image = fixture.generate(&params, &DeltaSet::empty()).unwrap();
         assert_eq!(image.dims(), &[64, 64, 3]);
-        let err = max_abs_diff(&image, &golden(&g, &format!("pipeline.{key}.image")));
+        let err = common::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
         println!("pipeline.{key}.image: max abs error {err:.3e}");
         assert!(err < 0.01, "{key}: image differs from diffusers by {err}");
     }
@@ -96,7 +95,7 @@ fn the_same_seed_gives_the_same_image_and_another_seed_another() {
     let b = fixture.generate(&params(11), &DeltaSet::empty()).unwrap();
     let c = fixture.generate(&params(12), &DeltaSet::empty()).unwrap();
     assert!(identical(&a, &b));
-    let diff = max_abs_diff(&a, &c);
+    let diff = common::max_abs_diff(&a, &c);
     assert!(diff > 1e-3, "seeds 11 and 12 give images only {diff} apart");
 }
 
@@ -122,7 +121,7 @@ fn a_delta_changes_the_image_and_removing_it_restores_the_base() {
         .generate(&params, &edited_version.without(&delta))
         .unwrap();
     let again = fixture.generate(&params, &DeltaSet::empty()).unwrap();
-    let change = max_abs_diff(&base, &edited);
+    let change = common::max_abs_diff(&base, &edited);
     println!("a random delta on layer 7 moves the image by up to {change:.3e}");
     assert!(
         change > 1e-3,
@@ -148,7 +147,7 @@ fn without_guidance_the_negative_prompt_is_not_used() {
     assert!(identical(&a, &b));
     let c = fixture.generate(&params("blurry", 3.0), &empty).unwrap();
     let d = fixture.generate(&params("a dog", 3.0), &empty).unwrap();
-    assert!(max_abs_diff(&c, &d) > 1e-4);
+    assert!(common::max_abs_diff(&c, &d) > 1e-4);
 }
 
 #[test]

@@ -85,3 +85,24 @@ pub fn golden_prompts() -> Vec<String> {
         .map(|p| p.as_str().unwrap().to_string())
         .collect()
 }
+
+/// Largest |a − b| / max(1, |b|): absolute for small values, relative for large ones
+/// (FIXTURE.md's measure for encoder, UNet and VAE outputs).
+pub fn max_scaled_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let values = |t: &Tensor| -> Vec<f32> {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    values(a)
+        .iter()
+        .zip(&values(b))
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f32::max)
+}

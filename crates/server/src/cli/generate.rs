@@ -4,11 +4,9 @@ use super::model_args::{read_deltas, ModelArgs};
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use refact_engine::image_io::{encode_png, to_rgb8};
-use refact_engine::model::TextModel;
-use refact_engine::pipeline::{generate, GenerateParams};
-use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
-use refact_engine::unet::UNet2DConditionModel;
-use refact_engine::vae::Vae;
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::pipeline::GenerateParams;
+use refact_engine::scheduler::SchedulerKind;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,37 +60,30 @@ fn parse_scheduler(name: &str) -> Result<SchedulerKind, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let folder = args.model.folder()?;
     let device = args.model.device()?;
-    let dtype = refact_engine::device::parse_dtype(&args.dtype, &device)?;
-    let text = TextModel::load(&folder, &device)?;
-    let unet = UNet2DConditionModel::load(&folder, &device, dtype)?;
-    let vae = Vae::load(&folder, &device, dtype)?;
-    let scheduler_config =
-        SchedulerConfig::from_file(folder.join("scheduler/scheduler_config.json"))?;
+    let spec = ModelSpec {
+        source: ModelSource::parse(&args.model.model),
+        dtype: refact_engine::device::parse_dtype(&args.dtype, &device)?,
+        device,
+        data_dir: args.model.data_dir.clone(),
+        offline: args.model.offline,
+    };
+    let model = StableDiffusion::load(&spec)
+        .with_context(|| format!("loading model `{}`", args.model.model))?;
     let deltas = read_deltas(&args.deltas)?;
 
     let scheduler = match args.scheduler {
         Some(kind) => kind,
-        None => scheduler_config.class_kind().with_context(|| {
+        None => model.info.default_scheduler.with_context(|| {
             format!(
                 "the model's scheduler class {:?} is not supported; pass --scheduler",
-                scheduler_config.class_name()
+                model.scheduler_config.class_name()
             )
         })?,
     };
-    // diffusers' default size: the UNet's sample size in pixels.
-    let (default_height, default_width) = unet
-        .config()
-        .sample_size
-        .map(|s| s.height_width())
-        .map(|(h, w)| {
-            let factor = vae.config().downsampling_factor();
-            (h * factor, w * factor)
-        })
-        .unwrap_or((512, 512));
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let (default_width, default_height) = model.info.default_size;
     let init_latents = args.init_latents.as_deref().map(read_latents).transpose()?;
+    let seed = args.seed.unwrap_or_else(fresh_seed);
     if init_latents.is_none() {
         eprintln!("seed: {seed}");
     }
@@ -109,22 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let started = std::time::Instant::now();
-    let image = generate(
-        &text.encoder,
-        &text.tokenizer,
-        &unet,
-        &vae,
-        &scheduler_config,
-        &params,
-        &deltas,
-        &mut |done, total| {
-            if done > 0 {
-                eprint!("\rstep {done}/{total}");
-                let _ = std::io::stderr().flush();
-            }
-            true
-        },
-    )?;
+    let image = model.generate(&params, &deltas, &mut |done, total| {
+        if done > 0 {
+            eprint!("\rstep {done}/{total}");
+            let _ = std::io::stderr().flush();
+        }
+        true
+    })?;
     eprintln!(
         "\n{}x{} image in {:.1} s ({scheduler}, {} steps)",
         params.width,
