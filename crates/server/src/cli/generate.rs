@@ -8,7 +8,7 @@ use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// Generate an image and write it as PNG (and optionally as raw floats).
@@ -100,15 +100,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let started = std::time::Instant::now();
+    // One line per step in logs; a single updating line on a terminal.
+    let terminal = std::io::stderr().is_terminal();
     let image = model.generate(&params, &deltas, &mut |done, total| {
-        if done > 0 {
-            eprint!("\rstep {done}/{total}");
-            let _ = std::io::stderr().flush();
+        match (done, terminal) {
+            (0, _) => {}
+            (_, true) => {
+                eprint!("\rstep {done}/{total}");
+                let _ = std::io::stderr().flush();
+            }
+            (_, false) => eprintln!("step {done}/{total}"),
         }
         true
     })?;
+    if terminal {
+        eprintln!();
+    }
     eprintln!(
-        "\n{}x{} image in {:.1} s ({scheduler}, {} steps)",
+        "{}x{} image in {:.1} s ({scheduler}, {} steps)",
         params.width,
         params.height,
         started.elapsed().as_secs_f64(),
