@@ -1,0 +1,171 @@
+//! Creating versions after the base: committing an edit's delta and reverting one.
+//! Both run under the version lock (see `in_version_transaction!`), so versions are
+//! numbered in commit order with no gaps however many workers commit at once.
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{CommitDelta, CommitOutcome, Version, VersionKind, VersionRow};
+use crate::db_types::{f32s_to_le_bytes, now, DbId, DbTime};
+use crate::error::{Result, StoreError};
+use crate::store::Store;
+
+const LEASE_HOLDER: &str = "SELECT status, lease_owner FROM edits WHERE id = $1";
+
+const HEAD: &str = "SELECT number, model_fingerprint FROM versions ORDER BY number DESC LIMIT 1";
+
+// Re-checks the lease in the same statement that writes, so a lease taken over
+// between the check above and here is caught (Postgres re-reads the row it updates).
+const MARK_APPLIED: &str = "\
+    UPDATE edits SET status = 'applied', version = $3, metrics = $4, \
+                     lease_expires_at = NULL, finished_at = $5, error = NULL \
+    WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+
+const INSERT_APPLY: &str = "\
+    INSERT INTO versions (number, parent, kind, edit_id, layer, u, v, model_fingerprint, \
+                          created_at, gate_status, gate_metrics) \
+    VALUES ($1, $2, 'apply', $3, $4, $5, $6, $7, $8, $9, $10) \
+    RETURNING *";
+
+const INSERT_REVERT: &str = "\
+    INSERT INTO versions (number, parent, kind, reverts_version, model_fingerprint, created_at) \
+    VALUES ($1, $2, 'revert', $3, $4, $5) \
+    RETURNING *";
+
+impl Store {
+    /// Commits edit `id`'s delta as version `delta.parent + 1` and marks the edit
+    /// applied, in one transaction. Nothing is written when `worker_id` no longer
+    /// holds the edit (`LeaseLost`) or the head is no longer `delta.parent`
+    /// (`HeadMoved`: recompute on the new head and commit again). `Conflict` when the
+    /// delta was computed for another model than the stored versions'.
+    pub async fn commit_edit(
+        &self,
+        id: Uuid,
+        worker_id: &str,
+        delta: CommitDelta,
+    ) -> Result<CommitOutcome> {
+        check_delta(&delta)?;
+        let u = f32s_to_le_bytes(&delta.u);
+        let v = f32s_to_le_bytes(&delta.v);
+        let (gate_status, gate_metrics) = match &delta.gate {
+            Some((status, metrics)) => (Some(status.as_str()), Some(Json(metrics))),
+            None => (None, None),
+        };
+        let now = DbTime(now());
+        let outcome = in_version_transaction!(self, tx => {
+            let holder: Option<(String, Option<String>)> = sqlx::query_as(LEASE_HOLDER)
+                .bind(DbId(id))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let (status, owner) =
+                holder.ok_or_else(|| StoreError::NotFound(format!("edit {id}")))?;
+            if status != "running" || owner.as_deref() != Some(worker_id) {
+                return Ok(CommitOutcome::LeaseLost);
+            }
+            let head: Option<(i64, String)> =
+                sqlx::query_as(HEAD).fetch_optional(&mut *tx).await?;
+            let (head, fingerprint) =
+                head.ok_or_else(|| StoreError::NotFound("base version".into()))?;
+            if head != delta.parent {
+                return Ok(CommitOutcome::HeadMoved { head });
+            }
+            if fingerprint != delta.model_fingerprint {
+                return Err(StoreError::Conflict(format!(
+                    "delta computed for model {}, versions are of model {fingerprint}",
+                    delta.model_fingerprint
+                )));
+            }
+            let number = head + 1;
+            let marked = sqlx::query(MARK_APPLIED)
+                .bind(DbId(id))
+                .bind(worker_id)
+                .bind(number)
+                .bind(Json(&delta.metrics))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if marked.rows_affected() == 0 {
+                return Ok(CommitOutcome::LeaseLost);
+            }
+            let row: VersionRow = sqlx::query_as(INSERT_APPLY)
+                .bind(number)
+                .bind(head)
+                .bind(DbId(id))
+                .bind(delta.layer)
+                .bind(&u)
+                .bind(&v)
+                .bind(&delta.model_fingerprint)
+                .bind(now)
+                .bind(gate_status)
+                .bind(gate_metrics)
+                .fetch_one(&mut *tx)
+                .await?;
+            CommitOutcome::Committed(row.try_into()?)
+        });
+        Ok(outcome)
+    }
+
+    /// Creates version `head + 1` that removes the delta of version `target`.
+    /// `target` must be an apply version that no revert has removed yet (`Conflict`
+    /// otherwise; `NotFound` if it does not exist). With `expected_head`, fails with
+    /// `HeadMoved` unless the head is that version.
+    pub async fn create_revert(&self, target: i64, expected_head: Option<i64>) -> Result<Version> {
+        let now = DbTime(now());
+        let version = in_version_transaction!(self, tx => {
+            let head: Option<(i64, String)> =
+                sqlx::query_as(HEAD).fetch_optional(&mut *tx).await?;
+            let (head, fingerprint) =
+                head.ok_or_else(|| StoreError::NotFound("base version".into()))?;
+            if let Some(expected) = expected_head.filter(|&e| e != head) {
+                return Err(StoreError::HeadMoved { expected, head });
+            }
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT kind FROM versions WHERE number = $1")
+                    .bind(target)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let kind = kind.ok_or_else(|| StoreError::NotFound(format!("version {target}")))?;
+            if kind != VersionKind::Apply.as_str() {
+                return Err(StoreError::Conflict(format!(
+                    "version {target} is a {kind} version; only apply versions can be reverted"
+                )));
+            }
+            let reverted_by: Option<i64> =
+                sqlx::query_scalar("SELECT number FROM versions WHERE reverts_version = $1")
+                    .bind(target)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(by) = reverted_by {
+                return Err(StoreError::Conflict(format!(
+                    "version {target} was already reverted by version {by}"
+                )));
+            }
+            let row: VersionRow = sqlx::query_as(INSERT_REVERT)
+                .bind(head + 1)
+                .bind(head)
+                .bind(target)
+                .bind(&fingerprint)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            Version::try_from(row)?
+        });
+        Ok(version)
+    }
+}
+
+fn check_delta(delta: &CommitDelta) -> Result<()> {
+    if delta.layer < 0 {
+        return Err(StoreError::invalid("layer", "must not be negative"));
+    }
+    if delta.u.is_empty() || delta.v.is_empty() {
+        return Err(StoreError::invalid("delta", "u and v must not be empty"));
+    }
+    if delta.model_fingerprint.is_empty() {
+        return Err(StoreError::invalid(
+            "model_fingerprint",
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+-- Only the sha256 of a token is stored; the plaintext is shown once at creation.
+CREATE TABLE api_tokens (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    -- Comma-separated scopes: read, generate, edit, admin.
+    scopes     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+) STRICT;
