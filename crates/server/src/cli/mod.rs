@@ -1,17 +1,34 @@
 //! Command-line interface: one file per subcommand, each with its own `Args` and `run`.
 
+mod migrate;
+mod serve;
+mod token;
+
 use clap::{Parser, Subcommand};
+use refact_server::Settings;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "refact", version, about = "Keep text-to-image models up to date with ReFACT edits")]
+#[command(
+    name = "refact",
+    version,
+    about = "Keep text-to-image models up to date with ReFACT edits"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Run the HTTP service (API, edit worker, dashboard).
+    Serve(serve::Args),
+    /// Create or update the database schema, then exit.
+    Migrate(migrate::Args),
+    /// Manage API tokens.
+    Token(token::Args),
+}
 
 /// Logs go to stderr so that commands can print results on stdout.
 pub fn init_tracing() {
@@ -24,5 +41,26 @@ pub fn init_tracing() {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Token(args) => token::run(args),
+    }
+}
+
+/// The settings below the command line: `--config FILE` (else `config/default.toml` if
+/// present) and the `REFACT_*` environment variables. Flags are applied by the caller.
+fn load_settings(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
+    let file = config.cloned().or_else(Settings::default_file);
+    if let Some(path) = &file {
+        tracing::info!(config = %path.display(), "reading settings");
+    }
+    Ok(Settings::load(file.as_deref(), std::env::vars())?)
+}
+
+/// A multi-threaded runtime for the async subcommands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
