@@ -14,6 +14,8 @@ pub mod generation;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod secret;
 pub mod settings;
 pub mod startup;

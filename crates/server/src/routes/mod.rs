@@ -8,6 +8,8 @@ pub mod edits;
 pub mod generate;
 pub mod health;
 pub mod metrics;
+#[cfg(test)]
+mod tests;
 pub mod versions;
 
 use crate::backend::ModelBackend;
