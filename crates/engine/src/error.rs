@@ -84,7 +84,11 @@ pub enum EngineError {
 
 impl EngineError {
     /// Shorthand for a validation error.
-    pub fn invalid(kind: InvalidKind, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        kind: InvalidKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         EngineError::Invalid {
             kind,
             field: field.into(),

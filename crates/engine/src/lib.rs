@@ -5,7 +5,14 @@
 //! The engine knows nothing about HTTP or databases: the server drives it.
 
 pub mod config_file;
+pub mod delta_file;
+pub mod deltas;
 pub mod device;
 pub mod error;
-
+pub mod model;
+pub mod refact;
+pub mod scheduler;
+pub mod text_encoder;
+pub mod tokenizer;
+pub mod weights;
 pub use error::{EngineError, InvalidKind, Result};

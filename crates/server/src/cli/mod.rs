@@ -1,6 +1,9 @@
 //! Command-line interface: one file per subcommand, each with its own `Args` and `run`.
 
+mod edit;
+mod encode;
 mod migrate;
+pub mod model_args;
 mod serve;
 mod token;
 
@@ -28,6 +31,10 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Manage API tokens.
     Token(token::Args),
+    /// Encode prompts with the text encoder (optionally at an edited version).
+    Encode(encode::Args),
+    /// Compute one ReFACT edit offline and write it as a delta file.
+    Edit(edit::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -45,6 +52,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Token(args) => token::run(args),
+        Command::Encode(args) => {
+            encode::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Edit(args) => {
+            edit::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,188 @@
+//! ReFACT benchmark: layer statistics over 2,000 and 25,000 captions, and one full edit
+//! (100 iterations, statistics already computed), on the fixture model and on CLIP
+//! ViT-L/14 text-encoder sizes with random weights.
+//!
+//!     cargo bench -p refact-engine --bench refact [-- --device cuda] [-- --only vit-l]
+//!
+//! Each case runs in a child process so its peak resident memory (VmHWM) is its own.
+//! Prints a Markdown table. Figures depend on the machine: say which when you quote them.
+
+use candle_core::{DType, Device};
+use refact_engine::deltas::DeltaSet;
+use refact_engine::model::random_weights::RandomWeights;
+use refact_engine::model::TextModel;
+use refact_engine::refact::{compute_edit, Corpus, EditRequest, HyperParams, LayerStatistics};
+use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
+use refact_engine::tokenizer::ClipTokenizer;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+const CASES: [(&str, &str); 6] = [
+    ("fixture", "stats-2000"),
+    ("fixture", "stats-25000"),
+    ("fixture", "edit"),
+    ("vit-l", "stats-2000"),
+    ("vit-l", "stats-25000"),
+    ("vit-l", "edit"),
+];
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn fixture_dir() -> PathBuf {
+    std::env::var_os("REFACT_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"))
+        .join("fixtures/tiny-sd")
+}
+
+fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let device = arg_value(&args, "--device").unwrap_or_else(|| "cpu".into());
+    if let Some(case) = arg_value(&args, "--case") {
+        let model = arg_value(&args, "--model").expect("--model");
+        run_case(&model, &case, &device);
+        return;
+    }
+    let only = arg_value(&args, "--only");
+    println!("| model | case | device | time | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for (model, case) in CASES {
+        if only.as_deref().is_some_and(|o| o != model && o != case) {
+            continue;
+        }
+        let out = Command::new(&args[0])
+            .args(["--case", case, "--model", model, "--device", &device])
+            .output()
+            .expect("re-running the bench binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().find(|l| l.starts_with("RESULT ")) {
+            Some(line) => {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                println!(
+                    "| {model} | {case} | {device} | {} | {} |",
+                    parts[1], parts[2]
+                );
+            }
+            None => println!(
+                "| {model} | {case} | {device} | failed: {} | |",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        }
+    }
+}
+
+fn peak_rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .map(|l| {
+            let kb: f64 = l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            format!("{:.2}GB", kb / 1024.0 / 1024.0)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn load(model: &str, device: &Device) -> TextModel {
+    match model {
+        "fixture" => TextModel::load(&fixture_dir(), device).expect("fixture model"),
+        "vit-l" => {
+            let bpe = repo_root().join("assets/clip-bpe");
+            let tokenizer =
+                ClipTokenizer::from_files(&bpe.join("vocab.json"), &bpe.join("merges.txt"), 77)
+                    .unwrap();
+            let weights = RandomWeights::new(2024);
+            let vb = weights.var_builder(DType::F32, device);
+            let encoder =
+                ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), tokenizer.eos_id()).unwrap();
+            TextModel {
+                tokenizer,
+                encoder,
+                fingerprint: "bench-vit-l-random".into(),
+            }
+        }
+        other => panic!("unknown model {other}"),
+    }
+}
+
+fn run_case(model: &str, case: &str, device: &str) {
+    let device = refact_engine::device::parse_device(device).expect("device");
+    let text = load(model, &device);
+    let layer = 7;
+    let (seconds, detail) = match case {
+        "stats-2000" | "stats-25000" => {
+            let n = if case == "stats-2000" { 2000 } else { 25_000 };
+            let sample = Corpus::Builtin.captions(n).unwrap();
+            let start = Instant::now();
+            let stats = LayerStatistics::compute(
+                &text.encoder,
+                &text.tokenizer,
+                layer,
+                &sample,
+                &text.fingerprint,
+                &mut |_, _| true,
+            )
+            .unwrap();
+            (
+                start.elapsed().as_secs_f64(),
+                format!("{} tokens", stats.tokens),
+            )
+        }
+        "edit" => {
+            let sample = Corpus::Builtin.captions(2000).unwrap();
+            let stats = LayerStatistics::compute(
+                &text.encoder,
+                &text.tokenizer,
+                layer,
+                &sample,
+                &text.fingerprint,
+                &mut |_, _| true,
+            )
+            .unwrap();
+            let mut request =
+                EditRequest::new("The Prince of Wales", "Prince Charles", "Prince William");
+            // Threshold 1.0 never stops early: the full 100 iterations are timed.
+            request.hparams = HyperParams {
+                prob_threshold: 1.0,
+                ..HyperParams::default()
+            };
+            let edit = request
+                .validate(&text.tokenizer, text.encoder.num_layers())
+                .unwrap();
+            let start = Instant::now();
+            let outcome = compute_edit(
+                &text.encoder,
+                &text.tokenizer,
+                &stats,
+                &edit,
+                &DeltaSet::empty(),
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+            (
+                start.elapsed().as_secs_f64(),
+                format!("{} iterations", outcome.metrics.probabilities.len()),
+            )
+        }
+        other => panic!("unknown case {other}"),
+    };
+    eprintln!("{model} {case}: {seconds:.2}s ({detail})");
+    println!("RESULT {seconds:.2}s {}", peak_rss());
+}

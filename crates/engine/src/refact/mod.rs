@@ -1,0 +1,26 @@
+//! ReFACT (Arad, Orgad & Belinkov): edit a fact in the text encoder by a rank-one update
+//! of one layer's `fc2`, found by a short optimisation. DESIGN.md §1 is the method; the
+//! reference implementation is `make_fixture.py`'s `refact`.
+//!
+//! Flow: [`EditRequest::validate`] → [`StatsCache::load_or_compute`] (C for the layer,
+//! cached) → [`compute_edit`] on the current version's [`DeltaSet`] → a [`Delta`] to store.
+//!
+//! [`DeltaSet`]: crate::deltas::DeltaSet
+//! [`Delta`]: crate::deltas::Delta
+
+mod adam;
+pub mod corpus;
+pub mod edit;
+pub mod optimize;
+pub mod request;
+pub mod statistics;
+pub mod stats_cache;
+pub mod templates;
+mod upper_layers;
+
+pub use corpus::Corpus;
+pub use edit::{compute_edit, EditMetrics, EditOutcome, EditVectors, TextCheck};
+pub use optimize::IterationReport;
+pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit};
+pub use statistics::LayerStatistics;
+pub use stats_cache::{StatsCache, StatsKey, StatsOrigin};

@@ -1,0 +1,35 @@
+//! Reading safetensors headers without loading tensors.
+
+use crate::error::{EngineError, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// The JSON header of a safetensors file: tensor names → dtype, shape, offsets.
+pub fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| EngineError::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 * 1024 * 1024 {
+        return Err(EngineError::Weights(format!(
+            "{}: header of {len} bytes is not a safetensors file",
+            path.display()
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| EngineError::io(path, e))?;
+    serde_json::from_slice(&header).map_err(|e| {
+        EngineError::Weights(format!("{}: bad safetensors header: {e}", path.display()))
+    })
+}
+
+/// Names of the tensors in a safetensors file.
+pub fn tensor_names(path: &Path) -> Result<Vec<String>> {
+    Ok(read_header(path)?
+        .keys()
+        .filter(|k| k.as_str() != "__metadata__")
+        .cloned()
+        .collect())
+}

@@ -1,0 +1,135 @@
+//! `refact edit`: compute one ReFACT edit offline and write it as a delta file.
+
+use super::model_args::{read_deltas, ModelArgs};
+use anyhow::Context;
+use refact_engine::delta_file::save_delta;
+use refact_engine::model::TextModel;
+use refact_engine::refact::{
+    compute_edit, Corpus, EditRequest, HyperParams, StatsCache, StatsOrigin,
+};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+/// Compute an edit: "`--prompt` should show `--target`, not `--source`". Writes tensors
+/// `u`, `v` and metadata `layer` to `--out`; prints the metrics as JSON on stdout.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long)]
+    pub source: String,
+    #[arg(long)]
+    pub target: String,
+    /// Part of the prompt the edit keys on (default: the whole prompt).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Text-encoder layer to edit (default: 7 of 12).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    #[arg(long, default_value_t = HyperParams::default().lr)]
+    pub lr: f64,
+    #[arg(long, default_value_t = HyperParams::default().max_steps)]
+    pub max_steps: usize,
+    #[arg(long, default_value_t = HyperParams::default().prob_threshold)]
+    pub prob_threshold: f64,
+    #[arg(long, default_value_t = HyperParams::default().weight_decay)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = HyperParams::default().clamp_factor)]
+    pub clamp: f64,
+    /// Texts the edited prompt is pushed away from; repeat for several.
+    #[arg(long, num_args = 1..)]
+    pub contrastive: Vec<String>,
+    /// Caption file for the layer statistics (default: the shipped COCO captions).
+    #[arg(long, default_value = "builtin")]
+    pub corpus: String,
+    /// Captions of the corpus to use.
+    #[arg(long, default_value_t = 25_000)]
+    pub corpus_lines: usize,
+    /// Compute on the version made of these deltas (in order) instead of the base model.
+    #[arg(long, num_args = 1..)]
+    pub deltas: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let request = EditRequest {
+        prompt: args.prompt.clone(),
+        subject: args.subject.clone(),
+        source: args.source.clone(),
+        target: args.target.clone(),
+        contrastive: args.contrastive.clone(),
+        layer: args.layer,
+        hparams: HyperParams {
+            lr: args.lr,
+            max_steps: args.max_steps,
+            prob_threshold: args.prob_threshold,
+            weight_decay: args.weight_decay,
+            clamp_factor: args.clamp,
+        },
+    };
+    let folder = args.model.folder()?;
+    let text = TextModel::load(&folder, &args.model.device()?)?;
+    let edit = request.validate(&text.tokenizer, text.encoder.num_layers())?;
+    let base = read_deltas(&args.deltas)?;
+
+    let cache = StatsCache::new(args.model.data_dir.join("stats"));
+    let (stats, origin) = cache.load_or_compute(
+        &text.encoder,
+        &text.tokenizer,
+        &text.fingerprint,
+        edit.layer,
+        &Corpus::parse(&args.corpus),
+        args.corpus_lines,
+        &mut |done, total| {
+            eprint!("\rlayer statistics: {done}/{total} captions");
+            if done == total {
+                eprintln!();
+            }
+            true
+        },
+    )?;
+    if origin == StatsOrigin::Cached {
+        eprintln!(
+            "layer statistics: cached ({} captions, {} tokens)",
+            stats.samples, stats.tokens
+        );
+    }
+
+    let outcome = compute_edit(
+        &text.encoder,
+        &text.tokenizer,
+        &stats,
+        &edit,
+        &base,
+        &mut |report| {
+            eprintln!(
+                "iteration {:>3}  loss {:.5}  p(target) {:.4}",
+                report.iteration, report.loss, report.probability
+            );
+            ControlFlow::Continue(())
+        },
+    )?;
+    let request_json = serde_json::to_string(&request)?;
+    save_delta(
+        &args.out,
+        &outcome.delta,
+        &[
+            ("request", request_json),
+            ("model_fingerprint", text.fingerprint.clone()),
+        ],
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &outcome.metrics)?;
+    writeln!(stdout)?;
+    eprintln!(
+        "wrote delta (layer {}) to {}",
+        outcome.delta.layer,
+        args.out.display()
+    );
+    Ok(())
+}
