@@ -9,10 +9,15 @@ pub mod delta_file;
 pub mod deltas;
 pub mod device;
 pub mod error;
+pub mod image_io;
 pub mod model;
+pub mod pipeline;
 pub mod refact;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod unet;
+pub mod vae;
 pub mod weights;
+
 pub use error::{EngineError, InvalidKind, Result};

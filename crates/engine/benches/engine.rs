@@ -1,0 +1,282 @@
+//! Engine benchmark at Stable Diffusion v1.5 sizes with random weights.
+//!
+//! `cargo bench -p refact-engine --bench engine [-- --full] [-- --reps N]` prints a
+//! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts, one UNet step with
+//! classifier-free guidance (batch 2) at 256 and 512 px, the VAE decode at 256 px (and
+//! 512 px with `--full`: it peaks near 18 GB on the CPU), with the peak resident memory
+//! of each case. Each case runs in a child process of this binary (`--case NAME`) so
+//! that its `VmHWM` is its own.
+//!
+//! Weights are random (`RandomWeights`), never `VarBuilder::zeros`: zero pages are never
+//! touched, which hides most of the memory and flatters the time.
+
+use candle_core::{DType, Device, Tensor};
+use refact_engine::deltas::DeltaSet;
+use refact_engine::device::{parse_device, parse_dtype};
+use refact_engine::model::random_weights::RandomWeights;
+use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
+use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
+use refact_engine::vae::{Vae, VaeConfig};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// One measured case: what it runs and at which image size.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    /// 10 prompts of `tokens` tokens each (77: padded, as generation encodes them).
+    TextEncoder {
+        tokens: usize,
+    },
+    UnetStep {
+        pixels: usize,
+    },
+    VaeDecode {
+        pixels: usize,
+    },
+}
+
+impl Case {
+    fn name(self) -> String {
+        match self {
+            Case::TextEncoder { tokens } => format!("text-{tokens}"),
+            Case::UnetStep { pixels } => format!("unet-{pixels}"),
+            Case::VaeDecode { pixels } => format!("vae-{pixels}"),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Case::TextEncoder { tokens } => {
+                format!("CLIP ViT-L/14 text encoder, 10 prompts × {tokens} tokens (f32)")
+            }
+            Case::UnetStep { pixels } => format!(
+                "UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
+                pixels / 8
+            ),
+            Case::VaeDecode { pixels } => {
+                format!("VAE decode, {pixels} px (latent {0}×{0})", pixels / 8)
+            }
+        }
+    }
+
+    fn parse(name: &str) -> Option<Case> {
+        let (kind, pixels) = name.split_once('-')?;
+        let pixels = pixels.parse().ok()?;
+        match kind {
+            "text" => Some(Case::TextEncoder { tokens: pixels }),
+            "unet" => Some(Case::UnetStep { pixels }),
+            "vae" => Some(Case::VaeDecode { pixels }),
+            _ => None,
+        }
+    }
+}
+
+/// What a child process reports on its last stdout line.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Measurement {
+    /// Seconds of each timed run (model construction excluded).
+    secs: Vec<f64>,
+    /// Seconds to build the model with random weights.
+    build_secs: f64,
+    /// Peak resident set size of the child, kB.
+    peak_rss_kb: u64,
+    device: String,
+    dtype: String,
+}
+
+const BOS: u32 = 49406;
+const EOS: u32 = 49407;
+
+/// Token ids [prompts, tokens]: BOS, ten word ids, EOS, then EOS padding up to
+/// `tokens` (12: the prompt's true length, as ReFACT batches; 77: padded, as generation).
+fn prompt_ids(prompts: usize, tokens: usize, device: &Device) -> Tensor {
+    const WORDS: usize = 10;
+    let tokens = tokens.clamp(WORDS + 2, 77);
+    let mut ids = Vec::with_capacity(prompts * tokens);
+    for p in 0..prompts {
+        ids.push(BOS);
+        ids.extend((0..WORDS).map(|w| 320 + ((p * 7919 + w * 104_729) % 40_000) as u32));
+        ids.resize((p + 1) * tokens, EOS);
+    }
+    Tensor::from_vec(ids, (prompts, tokens), device).expect("ids")
+}
+
+fn config_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/configs")
+        .join(file)
+}
+
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn time_runs(device: &Device, reps: usize, mut run: impl FnMut() -> Tensor) -> Vec<f64> {
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            let out = run();
+            // Reading one value forces the work to finish on asynchronous devices.
+            device.synchronize().expect("synchronize");
+            let _ = out.flatten_all().and_then(|t| t.get(0)).expect("output");
+            start.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// Runs one case in this process and prints its measurement as JSON.
+fn run_case(case: Case, reps: usize) {
+    let device = parse_device("auto").expect("device");
+    let dtype = parse_dtype("auto", &device).expect("dtype");
+    let weights = RandomWeights::new(0);
+    let build = Instant::now();
+    let secs = match case {
+        Case::TextEncoder { tokens } => {
+            // The text encoder runs in f32 on every device.
+            let vb = weights.var_builder(DType::F32, &device);
+            let encoder =
+                ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), EOS).expect("encoder");
+            let build_secs = build.elapsed().as_secs_f64();
+            let ids = prompt_ids(10, tokens, &device);
+            let deltas = DeltaSet::empty();
+            let secs = time_runs(&device, reps, || {
+                encoder
+                    .forward(&ids, &deltas)
+                    .expect("encoder forward")
+                    .last_hidden_state
+            });
+            (secs, build_secs)
+        }
+        Case::UnetStep { pixels } => {
+            let config = UNetConfig::from_file(&config_path("sd15-unet.json")).expect("config");
+            let vb = weights.var_builder(dtype, &device);
+            let unet = UNet2DConditionModel::new(vb, &config).expect("unet");
+            let build_secs = build.elapsed().as_secs_f64();
+            let latent = pixels / 8;
+            let sample = Tensor::randn(0f32, 1.0, (2, 4, latent, latent), &device).unwrap();
+            let context = Tensor::randn(0f32, 1.0, (2, 77, 768), &device).unwrap();
+            let secs = time_runs(&device, reps, || {
+                unet.forward(&sample, 981.0, &context)
+                    .expect("unet forward")
+            });
+            (secs, build_secs)
+        }
+        Case::VaeDecode { pixels } => {
+            let config = VaeConfig::from_file(&config_path("sd15-vae.json")).expect("config");
+            let vb = weights.var_builder(dtype, &device);
+            let vae = Vae::new(vb, &config).expect("vae");
+            let build_secs = build.elapsed().as_secs_f64();
+            let latent = pixels / 8;
+            let latents = Tensor::randn(0f32, 1.0, (1, 4, latent, latent), &device).unwrap();
+            let secs = time_runs(&device, reps, || vae.decode(&latents).expect("vae decode"));
+            (secs, build_secs)
+        }
+    };
+    let measurement = Measurement {
+        secs: secs.0,
+        build_secs: secs.1,
+        peak_rss_kb: peak_rss_kb(),
+        device: format!("{device:?}"),
+        dtype: format!("{dtype:?}"),
+    };
+    println!("{}", serde_json::to_string(&measurement).unwrap());
+}
+
+fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn format_secs(secs: &[f64]) -> String {
+    let min = secs.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = secs.iter().copied().fold(0.0, f64::max);
+    if secs.len() == 1 || (max - min) < 0.005 {
+        format!("{min:.2} s")
+    } else {
+        format!("{min:.2}–{max:.2} s")
+    }
+}
+
+/// Runs every case in a child process and prints the table.
+fn run_all(full: bool, reps: usize) {
+    let mut cases = vec![
+        Case::TextEncoder { tokens: 12 },
+        Case::TextEncoder { tokens: 77 },
+        Case::UnetStep { pixels: 256 },
+        Case::UnetStep { pixels: 512 },
+        Case::VaeDecode { pixels: 256 },
+    ];
+    if full {
+        cases.push(Case::VaeDecode { pixels: 512 });
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let mut rows = Vec::new();
+    for case in cases {
+        eprintln!("running {} ...", case.name());
+        let output = Command::new(&exe)
+            .args(["--case", &case.name(), "--reps", &reps.to_string()])
+            .output()
+            .expect("spawn child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let parsed = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str::<Measurement>(line).ok());
+        match parsed {
+            Some(m) if output.status.success() => rows.push((case, m)),
+            _ => {
+                eprintln!(
+                    "{} failed ({}): {}",
+                    case.name(),
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+    let Some((_, first)) = rows.first() else {
+        return;
+    };
+    println!(
+        "\nSD v1.5 sizes, random weights, {} {}, {} CPU threads, {reps} timed run(s) per case\n",
+        first.device,
+        first.dtype,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| case | time (min–max) | peak RSS | build (random init) |");
+    println!("|---|---|---|---|");
+    for (case, m) in rows {
+        println!(
+            "| {} | {} | {:.2} GB | {:.1} s |",
+            case.describe(),
+            format_secs(&m.secs),
+            m.peak_rss_kb as f64 / 1e6,
+            m.build_secs
+        );
+    }
+    if !full {
+        println!("\n(VAE decode at 512 px skipped: pass `-- --full`; it needs about 18 GB.)");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps = arg_value(&args, "--reps")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2usize)
+        .max(1);
+    match arg_value(&args, "--case") {
+        Some(name) => {
+            let case = Case::parse(&name).unwrap_or_else(|| panic!("unknown case `{name}`"));
+            run_case(case, reps);
+        }
+        None => run_all(args.iter().any(|a| a == "--full"), reps),
+    }
+}

@@ -1,0 +1,164 @@
+//! Text to image: diffusers' `StableDiffusionPipeline.__call__` for SD v1.x, at any
+//! version of the text encoder (a [`DeltaSet`]).
+
+mod latents;
+mod params;
+
+pub use latents::{checked_latents, seeded_noise};
+pub use params::GenerateParams;
+
+use crate::deltas::DeltaSet;
+use crate::error::{EngineError, Result};
+use crate::scheduler::{self, SchedulerConfig};
+use crate::text_encoder::ClipTextEncoder;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::UNet2DConditionModel;
+use crate::vae::Vae;
+use candle_core::{DType, Device, Tensor};
+
+/// Everything `generate` runs: the model's parts and the folder's scheduler settings.
+pub struct PipelineParts<'a> {
+    pub text_encoder: &'a ClipTextEncoder,
+    pub tokenizer: &'a ClipTokenizer,
+    pub unet: &'a UNet2DConditionModel,
+    pub vae: &'a Vae,
+    pub scheduler_config: &'a SchedulerConfig,
+}
+
+/// Generates one image [H, W, 3] (f32 in [0, 1], on the CPU) for `params` with the text
+/// encoder at the version `deltas` describes.
+///
+/// `progress(done, total)` is called before the first denoising step (done = 0) and
+/// after each one; returning `false` stops the run with `EngineError::Cancelled`.
+/// `total` is the number of UNet evaluations (PNDM takes one more than `steps`).
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    text_encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    unet: &UNet2DConditionModel,
+    vae: &Vae,
+    scheduler_config: &SchedulerConfig,
+    params: &GenerateParams,
+    deltas: &DeltaSet,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Tensor> {
+    let parts = PipelineParts {
+        text_encoder,
+        tokenizer,
+        unet,
+        vae,
+        scheduler_config,
+    };
+    generate_with(&parts, params, deltas, progress)
+}
+
+/// [`generate`] with the model's parts in one struct.
+pub fn generate_with(
+    parts: &PipelineParts<'_>,
+    params: &GenerateParams,
+    deltas: &DeltaSet,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Tensor> {
+    params.validate()?;
+    let unet = parts.unet;
+    let device = unet.device().clone();
+    let dtype = unet.dtype();
+    let latent_shape = latent_shape(parts, params)?;
+
+    let context = encode_prompts(parts, params, deltas, &device, dtype)?;
+    let mut scheduler = scheduler::build(params.scheduler, parts.scheduler_config, params.steps)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+
+    let noise = match &params.init_latents {
+        Some(latents) => checked_latents(latents, &latent_shape, &device, dtype)?,
+        None => seeded_noise(params.seed, &latent_shape, &device, dtype)?,
+    };
+    let mut latents = (noise * scheduler.init_noise_sigma())?;
+
+    if !progress(0, total) {
+        return Err(EngineError::Cancelled);
+    }
+    let guided = params.uses_guidance();
+    for (index, &t) in timesteps.iter().enumerate() {
+        let model_input = if guided {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
+        let model_input = scheduler.scale_model_input(&model_input, index)?;
+        let noise_pred = unet.forward(&model_input, t, &context)?;
+        let noise_pred = if guided {
+            let uncond = noise_pred.narrow(0, 0, 1)?;
+            let cond = noise_pred.narrow(0, 1, 1)?;
+            (&uncond + ((cond - &uncond)? * params.guidance_scale)?)?
+        } else {
+            noise_pred
+        };
+        latents = scheduler.step(&noise_pred, index, &latents)?;
+        if !progress(index + 1, total) {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    decode_image(parts.vae, &latents)
+}
+
+/// [1, latent channels, H/f, W/f] with f the VAE's downsampling factor (8 for SD).
+fn latent_shape(parts: &PipelineParts<'_>, params: &GenerateParams) -> Result<Vec<usize>> {
+    let factor = parts.vae.config().downsampling_factor();
+    for (field, value) in [("width", params.width), ("height", params.height)] {
+        if value % factor != 0 {
+            return Err(EngineError::invalid(
+                crate::InvalidKind::BadGenerationSetting,
+                field,
+                format!("must be a multiple of {factor} for this model, got {value}"),
+            ));
+        }
+    }
+    Ok(vec![
+        1,
+        parts.unet.config().in_channels,
+        params.height / factor,
+        params.width / factor,
+    ])
+}
+
+/// The UNet's context: [uncond, cond] hidden states when guided, else [cond], from the
+/// f32 text encoder, cast to the UNet's dtype on its device.
+fn encode_prompts(
+    parts: &PipelineParts<'_>,
+    params: &GenerateParams,
+    deltas: &DeltaSet,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    let mut prompts = Vec::with_capacity(2);
+    if params.uses_guidance() {
+        prompts.push(params.negative_prompt.as_str());
+    }
+    prompts.push(params.prompt.as_str());
+    let mut ids = Vec::with_capacity(prompts.len() * 77);
+    for prompt in &prompts {
+        ids.extend(parts.tokenizer.encode_padded(prompt)?);
+    }
+    let per_prompt = ids.len() / prompts.len();
+    let encoder_device = parts.text_encoder.device();
+    let ids = Tensor::from_vec(ids, (prompts.len(), per_prompt), encoder_device)?;
+    let output = parts.text_encoder.forward(&ids, deltas)?;
+    Ok(output
+        .last_hidden_state
+        .to_device(device)?
+        .to_dtype(dtype)?)
+}
+
+/// VAE decode, then diffusers' post-processing: `(x / 2 + 0.5).clamp(0, 1)`, as
+/// [H, W, 3] f32 on the CPU.
+fn decode_image(vae: &Vae, latents: &Tensor) -> Result<Tensor> {
+    let image = vae.decode(latents)?;
+    let image = ((image.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+    Ok(image
+        .squeeze(0)?
+        .permute((1, 2, 0))?
+        .contiguous()?
+        .to_device(&Device::Cpu)?)
+}
