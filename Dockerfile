@@ -29,6 +29,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY migrations migrations
+# The engine embeds the COCO captions (layer statistics corpus) from here.
+COPY assets assets
 RUN cargo build --release --locked -p refact-server --features cuda --bin refact \
  && cp target/release/refact /usr/local/bin/refact
 

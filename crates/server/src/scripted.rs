@@ -55,6 +55,7 @@ impl ModelBackend for ScriptedModel {
         request: &ScriptedRequest,
         parent: &Vec<usize>,
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
+        _stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError> {
         match request.fail.as_str() {
             "io" => {

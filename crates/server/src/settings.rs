@@ -153,13 +153,23 @@ impl WorkerSettings {
 }
 
 /// The caption corpus behind ReFACT's layer statistics (DESIGN.md §1.3).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatisticsSettings {
-    /// A text file with one caption per line; empty means the engine's bundled corpus.
+    /// `builtin` (the COCO captions shipped with the engine) or a text file with one
+    /// caption per line.
     pub corpus: String,
-    /// How many lines of the corpus to use (0 = all of them).
+    /// How many captions of the corpus to use.
     pub lines: usize,
+}
+
+impl Default for StatisticsSettings {
+    fn default() -> Self {
+        StatisticsSettings {
+            corpus: "builtin".into(),
+            lines: 25_000,
+        }
+    }
 }
 
 impl Settings {
@@ -213,6 +223,9 @@ impl Settings {
         }
         if w.heartbeat_secs >= w.lease_secs {
             return bad("worker.heartbeat_secs must be shorter than worker.lease_secs");
+        }
+        if self.statistics.lines == 0 {
+            return bad("statistics.lines must be at least 1");
         }
         if w.max_attempts < 1 {
             return bad("worker.max_attempts must be at least 1");

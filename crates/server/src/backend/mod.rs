@@ -36,12 +36,14 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn validate_edit(&self, request: &Self::EditRequest) -> Result<(), EngineError>;
 
     /// Computes the edit on top of `parent`. `observer` sees every iteration and stops the
-    /// computation (with `EngineError::Cancelled`) by returning `Break`.
+    /// computation (with `EngineError::Cancelled`) by returning `Break`; `stopped` is
+    /// polled during the work before the first iteration (layer statistics).
     fn compute_edit(
         &self,
         request: &Self::EditRequest,
         parent: &Self::Deltas,
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
+        stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError>;
 
     /// Checks generation settings that only the model can judge (scheduler names,

@@ -339,7 +339,7 @@ pub fn edit_not_found(id: Uuid) -> ApiError {
     ApiError::not_found("edit_not_found", format!("no edit {id}"))
 }
 
-#[cfg(any())] // enabled once the engine's `refact` module is on main
+#[cfg(test)]
 mod tests {
     use super::*;
     use refact_engine::refact::{EditRequest, HyperParams};

@@ -255,7 +255,8 @@ impl<B: ModelBackend> EditWorker<B> {
                     None => ControlFlow::Continue(()),
                 }
             };
-            backend.compute_edit(&request, &parent, &mut observer)
+            let stopped = || signal.reason().is_some();
+            backend.compute_edit(&request, &parent, &mut observer, &stopped)
         });
         match task.await {
             Ok(result) => result,

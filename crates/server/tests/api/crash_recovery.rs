@@ -4,7 +4,7 @@
 
 use crate::helpers::{corpus, edit_body, fixture_model, test_database, Db};
 use refact_store::{Scope, Store};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,8 +48,7 @@ async fn start_server(database_url: &str, data_dir: &Path, log_name: &str) -> Se
         .env_remove("REFACT_CONFIG")
         .env("REFACT_AUTH__ENABLED", "true")
         .env("REFACT_STATISTICS__CORPUS", corpus())
-        // The whole corpus: the statistics take long enough to be killed during them.
-        .env("REFACT_STATISTICS__LINES", "0")
+        .env("REFACT_STATISTICS__LINES", "200")
         .env("REFACT_WORKER__LEASE_SECS", "3")
         .env("REFACT_WORKER__HEARTBEAT_SECS", "0.5")
         .env("REFACT_WORKER__POLL_INTERVAL_SECS", "0.2")
@@ -57,7 +56,7 @@ async fn start_server(database_url: &str, data_dir: &Path, log_name: &str) -> Se
         .stderr(log)
         .spawn()
         .expect("start refact serve");
-    let server = Server {
+    let mut server = Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
@@ -69,12 +68,21 @@ async fn start_server(database_url: &str, data_dir: &Path, log_name: &str) -> Se
                 return server;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "server did not become ready; see {log_name}"
-        );
+        let exited = server.child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let log = std::fs::read_to_string(data_dir.join(log_name)).unwrap_or_default();
+            panic!("the server did not become ready ({exited:?}):\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An edit that runs for seconds on the fixture: 1,500 iterations (a few ms each), with
+/// a threshold the probability never exceeds.
+fn slow_edit() -> Value {
+    let mut body = edit_body("Prince William");
+    body["hparams"] = json!({"max_steps": 1500, "prob_threshold": 1.0});
+    body
 }
 
 async fn an_edit_killed_mid_run_is_applied_exactly_once_after_a_restart(db: Db) {
@@ -92,7 +100,7 @@ async fn an_edit_killed_mid_run_is_applied_exactly_once_after_a_restart(db: Db) 
     let response = client
         .post(format!("{}/edits", server.base))
         .bearer_auth(&token)
-        .json(&edit_body("Prince William"))
+        .json(&slow_edit())
         .send()
         .await
         .unwrap();
@@ -100,15 +108,18 @@ async fn an_edit_killed_mid_run_is_applied_exactly_once_after_a_restart(db: Db) 
     let edit: Value = response.json().await.unwrap();
     let id = uuid::Uuid::parse_str(edit["id"].as_str().unwrap()).unwrap();
 
-    // Kill it as soon as the edit runs.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Kill it once the optimisation is under way (a heartbeat stored its progress).
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let edit = store.get_edit(id).await.unwrap().unwrap();
-        if edit.status == refact_store::EditStatus::Running {
+        if edit.status == refact_store::EditStatus::Running && edit.progress.is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "the edit never started running");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            Instant::now() < deadline && !edit.status.is_terminal(),
+            "the edit never got under way: {edit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(server); // SIGKILL
     let killed = store.get_edit(id).await.unwrap().unwrap();
