@@ -107,3 +107,54 @@ fn run<B: ModelBackend>(
         m::set_generate_queue_depth(depth.load(Ordering::Relaxed));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scripted::ScriptedModel;
+
+    fn params(prompt: &str) -> GenerateParams {
+        GenerateParams {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            steps: 1,
+            guidance_scale: 1.0,
+            width: 8,
+            height: 8,
+            seed: 0,
+            scheduler: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_queued_work_still_completes() {
+        let (model, ticks) = ScriptedModel::new();
+        let generator = Generator::spawn(Arc::new(model), 1).unwrap();
+        // One image blocks the thread, one waits in the queue: the third is refused.
+        let running = tokio::spawn({
+            let g = generator.clone();
+            async move { g.generate(params("gated"), vec![1, 2]).await }
+        });
+        // Wait until the thread has taken it out of the queue.
+        while generator.depth() < 1 || generator.sender.capacity() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let g = generator.clone();
+            async move { g.generate(params("plain"), vec![]).await }
+        });
+        while generator.depth() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = generator.generate(params("plain"), vec![]).await;
+        assert!(
+            matches!(refused, Err(ApiError::Overloaded(_))),
+            "{refused:?}"
+        );
+
+        ticks.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap(), b"2 deltas");
+        assert_eq!(queued.await.unwrap().unwrap(), b"0 deltas");
+        assert_eq!(generator.depth(), 0);
+    }
+}

@@ -97,12 +97,37 @@ impl ModelBackend for ScriptedModel {
         Ok(())
     }
 
+    /// Returns the version's delta count as text; the prompt `gated` waits for a tick.
     fn generate(
         &self,
-        _params: &GenerateParams,
-        _deltas: &Vec<usize>,
+        params: &GenerateParams,
+        deltas: &Vec<usize>,
     ) -> Result<Vec<u8>, EngineError> {
-        Err(EngineError::Numerical("not used here".into()))
+        if params.prompt == "gated" {
+            let ticks = self.ticks.lock().unwrap();
+            ticks
+                .recv()
+                .map_err(|_| EngineError::Numerical("no more ticks".into()))?;
+        }
+        Ok(format!("{} deltas", deltas.len()).into_bytes())
+    }
+}
+
+impl ScriptedModel {
+    /// The model and the sender of its ticks.
+    pub fn new() -> (Self, std::sync::mpsc::Sender<()>) {
+        let (ticks, tick_receiver) = std::sync::mpsc::channel();
+        let model = ScriptedModel {
+            ticks: std::sync::Mutex::new(tick_receiver),
+            summary: ModelSummary {
+                source: "scripted".into(),
+                fingerprint: "scripted-model".into(),
+                is_demo: false,
+                num_layers: 12,
+                device: "cpu".into(),
+            },
+        };
+        (model, ticks)
     }
 }
 
@@ -125,17 +150,7 @@ pub async fn harness() -> Harness {
     settings.worker.enabled = false;
     settings.worker.max_attempts = 2;
     settings.worker.heartbeat_secs = 0.2;
-    let (ticks, tick_receiver) = std::sync::mpsc::channel();
-    let backend = ScriptedModel {
-        ticks: std::sync::Mutex::new(tick_receiver),
-        summary: ModelSummary {
-            source: "scripted".into(),
-            fingerprint: "scripted-model".into(),
-            is_demo: false,
-            num_layers: 12,
-            device: "cpu".into(),
-        },
-    };
+    let (backend, ticks) = ScriptedModel::new();
     let app = crate::Application::build_with_backend(settings, backend)
         .await
         .unwrap();

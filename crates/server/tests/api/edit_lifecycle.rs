@@ -4,7 +4,10 @@ use crate::helpers::{edit_body, generate_body, read_events, spawn_app, Db};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-on_both_databases!(an_edit_goes_queued_running_applied_and_changes_only_its_version);
+on_both_databases!(
+    an_edit_goes_queued_running_applied_and_changes_only_its_version,
+    a_running_edit_cancelled_over_http_stops_and_leaves_no_version
+);
 
 async fn an_edit_goes_queued_running_applied_and_changes_only_its_version(db: Db) {
     // The background worker is off: the test runs the queue itself, after subscribing.
@@ -167,4 +170,58 @@ async fn an_edit_goes_queued_running_applied_and_changes_only_its_version(db: Db
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+}
+
+async fn a_running_edit_cancelled_over_http_stops_and_leaves_no_version(db: Db) {
+    let app = spawn_app(db, |_| {}).await;
+    let mut body = edit_body("Prince William");
+    body["hparams"] = json!({"max_steps": 10_000, "prob_threshold": 1.0});
+    let id = app.submit_edit(&body).await;
+    let events = app
+        .request(Method::GET, &format!("/edits/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    // Cancel once the optimisation is under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let edit = app.get_json(&format!("/edits/{id}")).await;
+        if edit["status"] == "running" && !edit["progress"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never under way: {edit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let response = app
+        .request(Method::DELETE, &format!("/edits/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["cancel_requested"], true);
+
+    let events = read_events(events).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last["status"], "cancelled", "{last}");
+    let iterations = events.iter().filter(|(name, _)| name == "progress").count();
+    assert!(iterations < 10_000, "it ran to the end");
+    let edit = app.get_json(&format!("/edits/{id}")).await;
+    assert_eq!(edit["status"], "cancelled");
+    assert!(edit["version"].is_null());
+    assert_eq!(
+        app.get_json("/versions").await["total"],
+        1,
+        "no version was written"
+    );
+    // A cancelled edit stays cancelled.
+    let response = app
+        .request(Method::DELETE, &format!("/edits/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
