@@ -8,7 +8,7 @@ use crate::backend::EditProgress;
 use refact_store::{Edit, EditStatus};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -80,13 +80,27 @@ pub struct EventHub {
 
 impl EventHub {
     /// Starts listening to an edit's events (subscribe before reading its current state,
-    /// so nothing falls between the two).
-    pub fn subscribe(&self, id: Uuid) -> broadcast::Receiver<EditEvent> {
+    /// so nothing falls between the two). The channel goes when its last subscription
+    /// is dropped.
+    pub fn subscribe(self: &Arc<Self>, id: Uuid) -> Subscription {
         let mut channels = self.channels.lock().expect("event hub poisoned");
-        channels
+        let receiver = channels
             .entry(id)
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe()
+            .subscribe();
+        Subscription {
+            receiver: Some(receiver),
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Drops the edit's channel if nobody listens to it any more.
+    fn forget_if_idle(&self, id: Uuid) {
+        let mut channels = self.channels.lock().expect("event hub poisoned");
+        if channels.get(&id).is_some_and(|s| s.receiver_count() == 0) {
+            channels.remove(&id);
+        }
     }
 
     /// Sends an event to the edit's subscribers, if any. A terminal event closes the
@@ -106,5 +120,74 @@ impl EventHub {
     /// Number of edits with live subscribers (for tests and metrics).
     pub fn channel_count(&self) -> usize {
         self.channels.lock().expect("event hub poisoned").len()
+    }
+}
+
+/// A listener to one edit's events.
+pub struct Subscription {
+    receiver: Option<broadcast::Receiver<EditEvent>>,
+    hub: Arc<EventHub>,
+    id: Uuid,
+}
+
+impl Subscription {
+    /// The next event; `Lagged` when this listener fell behind, `Closed` when the channel
+    /// ended (after a terminal event).
+    pub async fn recv(&mut self) -> Result<EditEvent, broadcast::error::RecvError> {
+        self.receiver
+            .as_mut()
+            .expect("receiver lives until drop")
+            .recv()
+            .await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.receiver.take();
+        self.hub.forget_if_idle(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(id: Uuid, status: EditStatus) -> EditEvent {
+        EditEvent::Status(StatusEvent {
+            id,
+            status,
+            attempts: 1,
+            version: None,
+            error: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn channels_live_only_while_someone_listens_and_until_the_end() {
+        let hub = Arc::new(EventHub::default());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = hub.subscribe(a);
+        let mut second = hub.subscribe(a);
+        drop(first);
+        assert_eq!(hub.channel_count(), 1, "one listener is left");
+        hub.publish(a, status(a, EditStatus::Running));
+        assert_eq!(second.recv().await.unwrap(), status(a, EditStatus::Running));
+        hub.publish(a, status(a, EditStatus::Applied));
+        assert_eq!(
+            hub.channel_count(),
+            0,
+            "a terminal event closes the channel"
+        );
+        assert_eq!(second.recv().await.unwrap(), status(a, EditStatus::Applied));
+
+        drop(hub.subscribe(b));
+        assert_eq!(
+            hub.channel_count(),
+            0,
+            "an abandoned subscription leaves nothing"
+        );
+        hub.publish(b, status(b, EditStatus::Running));
+        assert_eq!(hub.channel_count(), 0);
     }
 }

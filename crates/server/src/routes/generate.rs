@@ -45,7 +45,7 @@ pub struct GenerateRequest {
     pub height: Option<usize>,
     /// Same seed, same version, same settings: the same bytes. Default: random.
     pub seed: Option<u64>,
-    /// `pndm`, `ddim`, `euler`, `dpmpp_2m`, ... Default: the model folder's scheduler.
+    /// `pndm`, `ddim`, `euler` or `dpmpp-2m`. Default: the model folder's scheduler.
     pub scheduler: Option<String>,
 }
 
