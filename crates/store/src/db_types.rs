@@ -134,7 +134,7 @@ pub(crate) fn f32s_to_le_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Inverse of [`f32s_to_le_bytes`]; a length that is not a multiple of 4 is corrupt.
 pub(crate) fn le_bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(StoreError::Corrupt(format!(
             "delta blob of {} bytes is not a whole number of f32s",
             bytes.len()
