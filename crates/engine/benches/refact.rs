@@ -4,6 +4,8 @@
 //!
 //!     cargo bench -p refact-engine --bench refact [-- --device cuda] [-- --only vit-l]
 //!
+//! The device may also come from `REFACT_DEVICE` (the GPU check script sets it).
+//!
 //! Each case runs in a child process so its peak resident memory (VmHWM) is its own.
 //! Prints a Markdown table. Figures depend on the machine: say which when you quote them.
 
@@ -28,8 +30,15 @@ const CASES: [(&str, &str); 6] = [
     ("vit-l", "edit"),
 ];
 
+/// The repository root: where this was built, or the current directory when the binary
+/// was carried elsewhere (the GPU machine runs it from a copy of the repo).
 fn repo_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    let built_in = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    if built_in.join("assets/clip-bpe").is_dir() {
+        built_in
+    } else {
+        PathBuf::from(".")
+    }
 }
 
 fn fixture_dir() -> PathBuf {
@@ -47,7 +56,9 @@ fn arg_value(args: &[String], flag: &str) -> Option<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let device = arg_value(&args, "--device").unwrap_or_else(|| "cpu".into());
+    let device = arg_value(&args, "--device")
+        .or_else(|| std::env::var("REFACT_DEVICE").ok())
+        .unwrap_or_else(|| "cpu".into());
     if let Some(case) = arg_value(&args, "--case") {
         let model = arg_value(&args, "--model").expect("--model");
         run_case(&model, &case, &device);

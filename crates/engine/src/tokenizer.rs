@@ -93,7 +93,7 @@ impl ClipTokenizer {
         let _ = inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(
             PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, true).into()]),
         )));
-        inner.add_special_tokens(vec![
+        let _ = inner.add_special_tokens(vec![
             AddedToken::from(BOS, true),
             AddedToken::from(EOS, true),
         ]);

@@ -1,12 +1,15 @@
 //! Loading models: diffusers folders, hub ids, the demo model.
 
+pub mod demo;
 pub mod fingerprint;
 pub mod random_weights;
 pub mod source;
+pub mod stable_diffusion;
 pub mod text;
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 pub use source::ModelSource;
+pub use stable_diffusion::{ModelInfo, ModelSpec, StableDiffusion};
 use std::path::{Path, PathBuf};
 pub use text::TextModel;
 
@@ -19,9 +22,6 @@ pub fn resolve_folder(source: &ModelSource, data_dir: &Path, offline: bool) -> R
             Ok(dir.clone())
         }
         ModelSource::Hub(id) => source::resolve_hub(id, offline),
-        ModelSource::Demo => Err(EngineError::ModelNotFound(format!(
-            "the demo model is not available in this build yet (data dir {})",
-            data_dir.display()
-        ))),
+        ModelSource::Demo => demo::ensure_demo_model(data_dir),
     }
 }

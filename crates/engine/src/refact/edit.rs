@@ -284,3 +284,79 @@ fn text_check(
         nearer_target: distance_to_target < distance_to_source,
     })
 }
+
+#[cfg(test)]
+mod gradient_check {
+    //! The gradient that drives δ, checked against central finite differences in f64 on
+    //! the fixture: candle silently drops gradients through ops without a backward pass,
+    //! and the packed upper layers are hand-built, so both are worth one numerical check.
+
+    use super::*;
+    use crate::model::TextModel;
+    use crate::refact::request::EditRequest;
+    use candle_core::{DType, Device};
+
+    fn fixture() -> std::path::PathBuf {
+        std::env::var_os("REFACT_SHARED_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into())
+            .join("fixtures/tiny-sd")
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_in_f64() {
+        let model = TextModel::load(&fixture(), &Device::Cpu).unwrap();
+        let encoder = model.encoder.to_dtype(DType::F64).unwrap();
+        let mut request =
+            EditRequest::new("The Prince of Wales", "Prince Charles", "Prince William");
+        request.contrastive = vec!["a bowl of fruit".into()];
+        for layer in [7, 10, 11] {
+            request.layer = Some(layer);
+            let edit = request
+                .validate(&model.tokenizer, encoder.num_layers())
+                .unwrap();
+            let prepared = PreparedDeltas::none(encoder.num_layers());
+            let state = run_to_layer(
+                &encoder,
+                &model.tokenizer,
+                &edit.rewriting_prompts,
+                layer,
+                &prepared,
+            )
+            .unwrap();
+            let texts: Vec<&str> = edit.candidates.iter().map(String::as_str).collect();
+            let candidates = encoder
+                .encode_texts(&model.tokenizer, &texts, &DeltaSet::empty())
+                .unwrap()
+                .pooler_output;
+            let upper = UpperLayers::new(
+                &encoder,
+                &prepared,
+                layer,
+                state.after_layer,
+                &edit.rewriting_indices,
+                &state.eos,
+            )
+            .unwrap();
+            let objective = Objective::new(upper, candidates, 0.1, 2.0);
+            let delta: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.7).sin() * 0.3).collect();
+            let analytic = objective.evaluate(&delta, true).unwrap().gradient;
+            let h = 1e-3f32;
+            for i in [0usize, 5, 17, 31] {
+                let mut plus = delta.clone();
+                plus[i] += h;
+                let mut minus = delta.clone();
+                minus[i] -= h;
+                let numeric = (objective.evaluate(&plus, false).unwrap().loss
+                    - objective.evaluate(&minus, false).unwrap().loss)
+                    / (2.0 * h as f64);
+                let err = (numeric - analytic[i] as f64).abs() / numeric.abs().max(1e-3);
+                assert!(
+                    err < 1e-3,
+                    "layer {layer}, coordinate {i}: analytic {} vs numeric {numeric}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}

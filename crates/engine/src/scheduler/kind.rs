@@ -117,3 +117,13 @@ mod tests {
         assert_eq!(SchedulerKind::from_class_name("pndm"), None);
     }
 }
+
+/// Serialised as its API name (`pndm`, `ddim`, `euler`, `dpmpp-2m`).
+impl serde::Serialize for SchedulerKind {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}

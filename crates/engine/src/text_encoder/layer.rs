@@ -100,11 +100,11 @@ impl Norm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        match mode {
-            Mode::Inference => {
-                candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
-            }
-            Mode::Differentiable => {
+        // The fused kernel has no f64 version (gradient checks run in f64).
+        let fused = mode == Mode::Inference && x.dtype() != DType::F64;
+        match fused {
+            true => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32),
+            false => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centred = x.broadcast_sub(&mean)?;
                 let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -184,6 +184,26 @@ impl Attention {
     }
 }
 
+/// How [`EncoderLayer::forward_packed`] lays out rows. The input is `n` packed rows
+/// (some rows of each of `batch` prompts); keys and values are rebuilt per prompt over
+/// `width` positions from a cache of `batch·width` rows followed by the `n` packed rows.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedRows {
+    pub batch: usize,
+    pub width: usize,
+    pub queries_per_item: usize,
+    /// [batch·width] u32: per prompt and position, a row of cat(cache, packed input).
+    pub kv_rows: Tensor,
+    /// [batch·queries_per_item] u32: packed input rows used as queries (padding repeats one).
+    pub query_rows: Tensor,
+    /// [outputs] u32: which of the batch·queries_per_item query results are the output rows.
+    pub output_rows: Tensor,
+    /// Packed input rows that the outputs add to (None: every input row, in order).
+    pub residual_rows: Option<Tensor>,
+    /// [batch, 1, queries_per_item, width]: 0 where a query may look, the minimum elsewhere.
+    pub mask: Tensor,
+}
+
 /// One pre-norm transformer layer: `x + attn(ln1 x)`, then `x + mlp(ln2 x)`.
 #[derive(Debug, Clone)]
 pub(crate) struct EncoderLayer {
@@ -235,23 +255,58 @@ impl EncoderLayer {
         x + mlp
     }
 
-    /// Runs the layer for the query rows `rows` [b, tq, d] only, attending over
-    /// `context_in` [b, tk, d] (this layer's input for every row the queries may see);
-    /// `mask` is [tq, tk]. Rows nobody reads later need not be computed.
-    pub(crate) fn forward_rows(
+    /// Keys and values [rows, d] this layer's attention computes for the stream `x` [rows, d].
+    pub(crate) fn project_kv(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        let normed = self.layer_norm1.forward(x, mode)?;
+        Ok((
+            self.self_attn.k_proj.forward(&normed)?,
+            self.self_attn.v_proj.forward(&normed)?,
+        ))
+    }
+
+    /// Runs the layer on a packed subset of rows (see [`PackedRows`]): only the rows that
+    /// can change are computed, and the keys/values of the rows before them come from a
+    /// cache. Returns the layer's output for `plan.output` rows, packed.
+    pub(crate) fn forward_packed(
         &self,
-        rows: &Tensor,
-        context_in: &Tensor,
-        mask: &Tensor,
+        x: &Tensor,
+        cache: &(Tensor, Tensor),
+        plan: &PackedRows,
         deltas: Option<&LowRankTerms>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let normed_rows = self.layer_norm1.forward(rows, mode)?;
-        let normed_context = self.layer_norm1.forward(context_in, mode)?;
-        let x = (rows
-            + self
-                .self_attn
-                .forward(&normed_rows, &normed_context, mask, mode)?)?;
+        let attn = &self.self_attn;
+        let (b, t, a) = (plan.batch, plan.width, plan.queries_per_item);
+        let d = attn.heads * attn.head_dim;
+        let normed = self.layer_norm1.forward(x, mode)?;
+        let gather_kv = |cached: &Tensor, active: Tensor| -> Result<Tensor> {
+            Tensor::cat(&[cached, &active], 0)?
+                .index_select(&plan.kv_rows, 0)?
+                .reshape((b, t, d))
+        };
+        let k = gather_kv(&cache.0, attn.k_proj.forward(&normed)?)?;
+        let v = gather_kv(&cache.1, attn.v_proj.forward(&normed)?)?;
+        let scale = (attn.head_dim as f64).powf(-0.5);
+        let q_in = normed.index_select(&plan.query_rows, 0)?;
+        let q = (attn.q_proj.forward(&q_in)? * scale)?.reshape((b, a, d))?;
+        let scores = attn
+            .split_heads(&q)?
+            .matmul(&attn.split_heads(&k)?.t()?)?
+            .broadcast_add(&plan.mask)?;
+        let probs = match mode {
+            Mode::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
+            Mode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let mixed = probs
+            .matmul(&attn.split_heads(&v)?)?
+            .transpose(1, 2)?
+            .reshape((b * a, d))?
+            .index_select(&plan.output_rows, 0)?;
+        let residual = match &plan.residual_rows {
+            Some(rows) => x.index_select(rows, 0)?,
+            None => x.clone(),
+        };
+        let x = (residual + attn.out_proj.forward(&mixed)?)?;
         let mlp = self.mlp(&self.layer_norm2.forward(&x, mode)?, deltas, None)?;
         x + mlp
     }

@@ -1,0 +1,125 @@
+//! A whole Stable Diffusion v1.x pipeline, loaded once and shared by every version.
+
+use super::demo::is_demo_folder;
+use super::source::ModelSource;
+use super::text::TextModel;
+use crate::deltas::DeltaSet;
+use crate::error::Result;
+use crate::pipeline::{generate_with, GenerateParams, PipelineParts};
+use crate::scheduler::{SchedulerConfig, SchedulerKind};
+use crate::unet::UNet2DConditionModel;
+use crate::vae::Vae;
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to load and where to run it.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub source: ModelSource,
+    pub device: Device,
+    /// UNet and VAE precision (the text encoder is always f32).
+    pub dtype: DType,
+    /// Holds the demo model (and, for callers, statistics caches).
+    pub data_dir: PathBuf,
+    /// Read hub models from the local cache only.
+    pub offline: bool,
+}
+
+/// Facts about a loaded model, for logs, the API and the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// As the user named it.
+    pub name: String,
+    pub folder: PathBuf,
+    /// sha256 of the text encoder and tokenizer files.
+    pub fingerprint: String,
+    /// The built-in random-weight model: its images are noise.
+    pub is_demo: bool,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    /// The UNet's native image size (sample_size × 8), width and height.
+    pub default_size: (usize, usize),
+    /// The scheduler the folder's config names.
+    pub default_scheduler: Option<SchedulerKind>,
+    pub device: String,
+    pub dtype: String,
+}
+
+/// Tokenizer, text encoder, UNet, VAE and scheduler settings of one model.
+pub struct StableDiffusion {
+    pub text: TextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: Vae,
+    pub scheduler_config: SchedulerConfig,
+    pub info: ModelInfo,
+}
+
+impl StableDiffusion {
+    /// Resolves the source to a folder (creating the demo model or downloading if
+    /// needed) and loads every part.
+    pub fn load(spec: &ModelSpec) -> Result<Self> {
+        let folder = super::resolve_folder(&spec.source, &spec.data_dir, spec.offline)?;
+        Self::load_folder(
+            &folder,
+            &spec.source.display_name(),
+            &spec.device,
+            spec.dtype,
+        )
+    }
+
+    /// Loads a diffusers folder.
+    pub fn load_folder(folder: &Path, name: &str, device: &Device, dtype: DType) -> Result<Self> {
+        super::source::check_folder(folder)?;
+        let text = TextModel::load(folder, device)?;
+        let unet = UNet2DConditionModel::load(folder, device, dtype)?;
+        let vae = Vae::load(folder, device, dtype)?;
+        let scheduler_config =
+            SchedulerConfig::from_file(&folder.join("scheduler/scheduler_config.json"))?;
+        let config = text.encoder.config();
+        let (h, w) = unet
+            .config()
+            .sample_size
+            .map(|s| s.height_width())
+            .unwrap_or((64, 64));
+        let scale = vae.config().downsampling_factor();
+        let info = ModelInfo {
+            name: name.to_string(),
+            folder: folder.to_path_buf(),
+            fingerprint: text.fingerprint.clone(),
+            is_demo: is_demo_folder(folder),
+            num_layers: config.num_hidden_layers,
+            hidden_size: config.hidden_size,
+            intermediate_size: config.intermediate_size,
+            default_size: (w * scale, h * scale),
+            default_scheduler: scheduler_config.class_kind(),
+            device: format!("{device:?}"),
+            dtype: format!("{dtype:?}").to_lowercase(),
+        };
+        Ok(Self {
+            text,
+            unet,
+            vae,
+            scheduler_config,
+            info,
+        })
+    }
+
+    /// Generates one image [H, W, 3] (f32 in [0, 1], on the CPU) at the version `deltas`.
+    pub fn generate(
+        &self,
+        params: &GenerateParams,
+        deltas: &DeltaSet,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Tensor> {
+        let parts = PipelineParts {
+            text_encoder: &self.text.encoder,
+            tokenizer: &self.text.tokenizer,
+            unet: &self.unet,
+            vae: &self.vae,
+            scheduler_config: &self.scheduler_config,
+        };
+        generate_with(&parts, params, deltas, progress)
+    }
+}

@@ -1,0 +1,86 @@
+//! Loading whole pipelines: the fixture folder, and the built-in demo model.
+
+mod common;
+
+use candle_core::{DType, Device};
+use refact_engine::deltas::DeltaSet;
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::pipeline::GenerateParams;
+use refact_engine::scheduler::SchedulerKind;
+
+fn spec(source: ModelSource, data_dir: &std::path::Path) -> ModelSpec {
+    ModelSpec {
+        source,
+        device: Device::Cpu,
+        dtype: DType::F32,
+        data_dir: data_dir.to_path_buf(),
+        offline: true,
+    }
+}
+
+#[test]
+fn the_fixture_folder_loads_with_its_sizes_from_the_configs() {
+    let data = tempfile::tempdir().unwrap();
+    let model = StableDiffusion::load(&spec(
+        ModelSource::Folder(common::fixture_dir()),
+        data.path(),
+    ))
+    .unwrap();
+    assert!(!model.info.is_demo);
+    assert_eq!(model.info.num_layers, 12);
+    assert_eq!(model.info.hidden_size, 32);
+    assert_eq!(model.info.intermediate_size, 64);
+    assert_eq!(model.info.default_size, (64, 64));
+    assert_eq!(model.info.default_scheduler, Some(SchedulerKind::Pndm));
+    assert_eq!(model.info.fingerprint.len(), 64);
+}
+
+#[test]
+fn the_demo_model_is_created_once_deterministically_and_generates() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let model = StableDiffusion::load(&spec(ModelSource::Demo, first.path())).unwrap();
+    assert!(model.info.is_demo);
+    assert_eq!(model.info.num_layers, 12);
+    assert_eq!(model.info.default_size, (256, 256));
+    let again = StableDiffusion::load(&spec(ModelSource::Demo, second.path())).unwrap();
+    assert_eq!(
+        model.info.fingerprint, again.info.fingerprint,
+        "same seed, same text encoder bytes"
+    );
+    let unet = |dir: &std::path::Path| {
+        std::fs::read(dir.join("demo-model-v1/unet/diffusion_pytorch_model.safetensors")).unwrap()
+    };
+    assert!(
+        unet(first.path()) == unet(second.path()),
+        "same seed, same UNet bytes"
+    );
+
+    let mut params = GenerateParams::new("a photo of a cat", SchedulerKind::Ddim);
+    params.width = 64;
+    params.height = 64;
+    params.steps = 2;
+    params.seed = 3;
+    let mut calls = 0;
+    let image = model
+        .generate(&params, &DeltaSet::empty(), &mut |_, _| {
+            calls += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(image.dims(), &[64, 64, 3]);
+    let values: Vec<f32> = image.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(calls >= 3, "progress reported per step");
+}
+
+#[test]
+fn a_missing_folder_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("no-model-here");
+    let err = StableDiffusion::load(&spec(ModelSource::Folder(missing), data.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a folder"), "{err}");
+}
