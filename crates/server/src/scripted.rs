@@ -125,6 +125,8 @@ impl ScriptedModel {
                 is_demo: false,
                 num_layers: 12,
                 device: "cpu".into(),
+                default_size: (64, 64),
+                default_scheduler: "pndm".into(),
             },
         };
         (model, ticks)

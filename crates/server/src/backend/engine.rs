@@ -6,14 +6,12 @@ use crate::error::ApiError;
 use crate::settings::Settings;
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
-use refact_engine::model::{resolve_folder, ModelSource, TextModel};
-use refact_engine::pipeline::{self, GenerateParams as PipelineParams};
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::pipeline::GenerateParams as PipelineParams;
 use refact_engine::refact::{
     compute_edit, Corpus, EditRequest, LayerStatistics, StatsCache, StatsOrigin,
 };
-use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
-use refact_engine::unet::UNet2DConditionModel;
-use refact_engine::vae::Vae;
+use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -22,12 +20,7 @@ use std::sync::{Arc, Mutex};
 
 /// A loaded Stable Diffusion model with immutable weights.
 pub struct EngineBackend {
-    text: TextModel,
-    unet: UNet2DConditionModel,
-    vae: Vae,
-    scheduler_config: SchedulerConfig,
-    /// The folder's scheduler, used when a request names none.
-    default_scheduler: SchedulerKind,
+    model: StableDiffusion,
     stats_cache: StatsCache,
     corpus: Corpus,
     corpus_lines: usize,
@@ -40,30 +33,32 @@ impl EngineBackend {
     /// Loads the model the settings name (`model`, `device`, `dtype`, `data_dir`,
     /// `statistics`). Blocking: seconds for the fixture, a minute or more for SD v1.5.
     pub fn load(settings: &Settings) -> Result<Self, ApiError> {
-        let source = ModelSource::parse(&settings.model);
-        let folder = resolve_folder(&source, &settings.data_dir, false)?;
         let device = parse_device(&settings.device)?;
-        let dtype = parse_dtype(&settings.dtype, &device)?;
-        tracing::info!(model = %source.display_name(), folder = %folder.display(), ?device, ?dtype, "loading the model");
-        let text = TextModel::load(&folder, &device)?;
-        let unet = UNet2DConditionModel::load(&folder, &device, dtype)?;
-        let vae = Vae::load(&folder, &device, dtype)?;
-        let scheduler_config =
-            SchedulerConfig::from_file(folder.join("scheduler/scheduler_config.json"))?;
-        let default_scheduler = scheduler_config.class_kind().unwrap_or(SchedulerKind::Pndm);
+        let spec = ModelSpec {
+            source: ModelSource::parse(&settings.model),
+            dtype: parse_dtype(&settings.dtype, &device)?,
+            device,
+            data_dir: settings.data_dir.clone(),
+            offline: false,
+        };
+        tracing::info!(model = %spec.source.display_name(), device = ?spec.device, dtype = ?spec.dtype, "loading the model");
+        let model = StableDiffusion::load(&spec)?;
+        let info = &model.info;
         let summary = ModelSummary {
-            source: source.display_name(),
-            fingerprint: text.fingerprint.clone(),
-            is_demo: source == ModelSource::Demo,
-            num_layers: text.encoder.num_layers(),
-            device: device_name(&device),
+            source: info.name.clone(),
+            fingerprint: info.fingerprint.clone(),
+            is_demo: info.is_demo,
+            num_layers: info.num_layers,
+            device: info.device.clone(),
+            default_size: info.default_size,
+            default_scheduler: info
+                .default_scheduler
+                .unwrap_or(SchedulerKind::Pndm)
+                .as_str()
+                .to_string(),
         };
         Ok(EngineBackend {
-            text,
-            unet,
-            vae,
-            scheduler_config,
-            default_scheduler,
+            model,
             stats_cache: StatsCache::new(settings.data_dir.join("stats")),
             corpus: Corpus::parse(&settings.statistics.corpus),
             corpus_lines: settings.statistics.lines,
@@ -92,9 +87,9 @@ impl EngineBackend {
             !stopped()
         };
         let (computed, origin) = self.stats_cache.load_or_compute(
-            &self.text.encoder,
-            &self.text.tokenizer,
-            &self.text.fingerprint,
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
+            &self.model.text.fingerprint,
             layer,
             &self.corpus,
             self.corpus_lines,
@@ -116,7 +111,11 @@ impl EngineBackend {
     fn scheduler(&self, name: Option<&str>) -> Result<SchedulerKind, EngineError> {
         match name {
             Some(name) => SchedulerKind::from_str(name),
-            None => Ok(self.default_scheduler),
+            None => Ok(self
+                .model
+                .info
+                .default_scheduler
+                .unwrap_or(SchedulerKind::Pndm)),
         }
     }
 
@@ -135,16 +134,6 @@ impl EngineBackend {
     }
 }
 
-fn device_name(device: &candle_core::Device) -> String {
-    if device.is_cuda() {
-        "cuda".into()
-    } else if device.is_cpu() {
-        "cpu".into()
-    } else {
-        "metal".into()
-    }
-}
-
 impl ModelBackend for EngineBackend {
     type Delta = Arc<Delta>;
     type Deltas = DeltaSet;
@@ -156,9 +145,9 @@ impl ModelBackend for EngineBackend {
 
     fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Arc<Delta>, EngineError> {
         let delta = Delta { layer, u, v };
-        let config = self.text.encoder.config();
+        let config = self.model.text.encoder.config();
         delta.check(
-            self.text.encoder.num_layers(),
+            self.model.text.encoder.num_layers(),
             config.intermediate_size,
             config.hidden_size,
         )?;
@@ -171,7 +160,10 @@ impl ModelBackend for EngineBackend {
 
     fn validate_edit(&self, request: &EditRequest) -> Result<(), EngineError> {
         request
-            .validate(&self.text.tokenizer, self.text.encoder.num_layers())
+            .validate(
+                &self.model.text.tokenizer,
+                self.model.text.encoder.num_layers(),
+            )
             .map(|_| ())
     }
 
@@ -182,14 +174,17 @@ impl ModelBackend for EngineBackend {
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
         stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError> {
-        let edit = request.validate(&self.text.tokenizer, self.text.encoder.num_layers())?;
+        let edit = request.validate(
+            &self.model.text.tokenizer,
+            self.model.text.encoder.num_layers(),
+        )?;
         let stats = self.layer_statistics(edit.layer, stopped)?;
         if stopped() {
             return Err(EngineError::Cancelled);
         }
         let outcome = compute_edit(
-            &self.text.encoder,
-            &self.text.tokenizer,
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
             &stats,
             &edit,
             parent,
@@ -217,16 +212,7 @@ impl ModelBackend for EngineBackend {
 
     fn generate(&self, params: &GenerateParams, deltas: &DeltaSet) -> Result<Vec<u8>, EngineError> {
         let params = self.pipeline_params(params)?;
-        let image = pipeline::generate(
-            &self.text.encoder,
-            &self.text.tokenizer,
-            &self.unet,
-            &self.vae,
-            &self.scheduler_config,
-            &params,
-            deltas,
-            &mut |_, _| true,
-        )?;
+        let image = self.model.generate(&params, deltas, &mut |_, _| true)?;
         image_io::encode_png(&image_io::to_rgb8(&image)?)
     }
 }

@@ -69,8 +69,12 @@ pub struct ModelSummary {
     pub is_demo: bool,
     /// Number of text-encoder layers (valid edit layers are 0..num_layers).
     pub num_layers: usize,
-    /// Where the model runs, e.g. `cpu` or `cuda:0`.
+    /// Where the model runs, e.g. `Cpu` or `Cuda(0)`.
     pub device: String,
+    /// The image size (width, height) a request gets when it names none.
+    pub default_size: (usize, usize),
+    /// The scheduler a request gets when it names none.
+    pub default_scheduler: String,
 }
 
 /// One optimisation step of an edit, as streamed to subscribers.

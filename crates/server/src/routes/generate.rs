@@ -40,7 +40,7 @@ pub struct GenerateRequest {
     pub steps: Option<usize>,
     /// Classifier-free guidance (default 7.5).
     pub guidance_scale: Option<f64>,
-    /// Pixels, a multiple of 8 (default 512).
+    /// Pixels, a multiple of 8 (default: the model's native size, 512 for SD v1.5).
     pub width: Option<usize>,
     pub height: Option<usize>,
     /// Same seed, same version, same settings: the same bytes. Default: random.
@@ -89,7 +89,11 @@ pub async fn generate<B: ModelBackend>(
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
-    let params = resolve_params(request, &state.settings.limits)?;
+    let params = resolve_params(
+        request,
+        &state.settings.limits,
+        state.backend.summary().default_size,
+    )?;
     state.backend.validate_generate(&params)?;
     let version = resolve_version(&state, query.version.as_deref()).await?;
     let deltas = state
@@ -141,6 +145,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 pub fn resolve_params(
     request: GenerateRequest,
     limits: &Limits,
+    (default_width, default_height): (usize, usize),
 ) -> Result<GenerateParams, ApiError> {
     let code = InvalidKind::BadGenerationSetting.as_code();
     let out_of_range = |field: &str, message: String| ApiError::invalid(code, field, message);
@@ -149,8 +154,8 @@ pub fn resolve_params(
         negative_prompt: request.negative_prompt.unwrap_or_default(),
         steps: request.steps.unwrap_or(25),
         guidance_scale: request.guidance_scale.unwrap_or(7.5),
-        width: request.width.unwrap_or(512),
-        height: request.height.unwrap_or(512),
+        width: request.width.unwrap_or(default_width),
+        height: request.height.unwrap_or(default_height),
         seed: request.seed.unwrap_or_else(|| rand::random::<u32>() as u64),
         scheduler: request.scheduler.filter(|s| !s.trim().is_empty()),
     };
@@ -250,7 +255,7 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_and_the_seed_is_kept() {
-        let params = resolve_params(request(), &Limits::default()).unwrap();
+        let params = resolve_params(request(), &Limits::default(), (512, 512)).unwrap();
         assert_eq!(params.seed, 3);
         assert_eq!(params.guidance_scale, 7.5);
         assert_eq!(params.negative_prompt, "");
@@ -280,7 +285,7 @@ mod tests {
         for (field, change) in cases {
             let mut req = request();
             change(&mut req);
-            match resolve_params(req, &limits) {
+            match resolve_params(req, &limits, (512, 512)) {
                 Err(ApiError::Invalid { field: Some(f), .. }) => assert_eq!(f, field),
                 other => panic!("{field}: expected 422, got {other:?}"),
             }
