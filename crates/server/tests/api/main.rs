@@ -26,6 +26,7 @@ macro_rules! on_both_databases {
 }
 
 mod bad_requests;
+mod cli;
 mod concurrency;
 mod crash_recovery;
 mod edit_lifecycle;
