@@ -194,9 +194,17 @@ impl<B: ModelBackend> EditWorker<B> {
                 Ok(computed) => computed,
                 Err(err) => return self.after_error(edit.id, err, signal).await,
             };
-            // A cancel that arrives after the last iteration still wins over committing.
+            // A cancel that arrives after the last iteration still wins over committing,
+            // also one asked on another replica that no heartbeat has relayed yet.
             if let Some(reason) = signal.reason() {
                 return self.after_stop(edit.id, reason).await;
+            }
+            if store
+                .get_edit(edit.id)
+                .await?
+                .is_some_and(|e| e.cancel_requested)
+            {
+                return self.after_stop(edit.id, StopReason::Cancel).await;
             }
             let commit = CommitDelta {
                 parent: head,

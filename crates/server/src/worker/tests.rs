@@ -124,3 +124,28 @@ async fn transient_errors_are_retried_until_attempts_run_out_and_invalid_ones_fa
     );
     assert!(worker.try_execute_one().await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_on_another_replica_prevents_the_commit() {
+    let h = harness().await;
+    // Gated, 3 iterations; the cancel reaches only the store (as from another replica).
+    let id = submit(&h.state, 3, 0, "none").await;
+    let mut events = h.state.events.subscribe(id);
+    let worker = EditWorker::new(h.state.clone());
+    let run = tokio::spawn(async move { worker.try_execute_one().await });
+    loop {
+        if let EditEvent::Progress(step) = events.recv().await.unwrap() {
+            if step.iteration == 2 {
+                break;
+            }
+            h.ticks.send(()).unwrap();
+        }
+    }
+    h.state.store.request_cancel(id).await.unwrap();
+    h.ticks.send(()).unwrap();
+    assert_eq!(
+        run.await.unwrap().unwrap().unwrap(),
+        (id, Outcome::Cancelled)
+    );
+    assert_eq!(h.state.store.head().await.unwrap().number, 0);
+}
