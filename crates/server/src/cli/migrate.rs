@@ -3,7 +3,6 @@
 use refact_server::secret::redact_url;
 use refact_store::Store;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,7 +14,7 @@ pub struct Args {
     database_url: Option<String>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = super::load_settings(args.config.as_ref())?;
     let url = args
         .database_url
@@ -27,5 +26,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     eprintln!("database {} is up to date", redact_url(&url));
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

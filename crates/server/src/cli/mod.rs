@@ -2,8 +2,10 @@
 
 mod edit;
 mod encode;
+mod eval;
 mod migrate;
 pub mod model_args;
+mod score;
 mod serve;
 mod token;
 
@@ -35,6 +37,10 @@ pub enum Command {
     Encode(encode::Args),
     /// Compute one ReFACT edit offline and write it as a delta file.
     Edit(edit::Args),
+    /// CLIP embeddings and logits of one image against texts.
+    Score(score::Args),
+    /// The paper's evaluation (efficacy, generality, specificity) on RoAD or TIMED.
+    Eval(eval::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -52,18 +58,15 @@ pub fn init_tracing() {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Migrate(args) => migrate::run(args),
-        Command::Token(args) => token::run(args),
-        Command::Encode(args) => {
-            encode::run(args)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Edit(args) => {
-            edit::run(args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve::run(args)?,
+        Command::Migrate(args) => migrate::run(args)?,
+        Command::Token(args) => token::run(args)?,
+        Command::Encode(args) => encode::run(args)?,
+        Command::Edit(args) => edit::run(args)?,
+        Command::Score(args) => score::run(args)?,
+        Command::Eval(args) => eval::run(args)?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The settings below the command line: `--config FILE` (else `config/default.toml` if

@@ -3,7 +3,6 @@
 use refact_server::secret::Secret;
 use refact_server::Application;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Flags override `REFACT_*` variables, which override the configuration file.
 #[derive(clap::Args, Debug)]
@@ -31,7 +30,7 @@ pub struct Args {
     dtype: Option<String>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     let mut settings = super::load_settings(args.config.as_ref())?;
     if let Some(model) = args.model {
         settings.model = model;
@@ -56,5 +55,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let app = Application::build(settings).await?;
         app.run_until_stopped().await
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -3,7 +3,6 @@
 
 use refact_store::{Scope, Store};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -72,7 +71,7 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         match args.command {
             TokenCommand::Create { db, name, scopes } => {
@@ -116,5 +115,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(())
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
