@@ -1,0 +1,218 @@
+//! The model backend over `refact_engine`: a Stable Diffusion v1.x folder (or hub id)
+//! loaded once, ReFACT edits computed on any version, images rendered at any version.
+
+use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
+use crate::error::ApiError;
+use crate::settings::Settings;
+use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::device::{parse_device, parse_dtype};
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::pipeline::GenerateParams as PipelineParams;
+use refact_engine::refact::{
+    compute_edit, Corpus, EditRequest, LayerStatistics, StatsCache, StatsOrigin,
+};
+use refact_engine::scheduler::SchedulerKind;
+use refact_engine::{image_io, EngineError};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+/// A loaded Stable Diffusion model with immutable weights.
+pub struct EngineBackend {
+    model: StableDiffusion,
+    stats_cache: StatsCache,
+    corpus: Corpus,
+    corpus_lines: usize,
+    /// Layer statistics already read or computed, by layer (they never change for a model).
+    stats: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
+    summary: ModelSummary,
+}
+
+impl EngineBackend {
+    /// Loads the model the settings name (`model`, `device`, `dtype`, `data_dir`,
+    /// `statistics`). Blocking: seconds for the fixture, a minute or more for SD v1.5.
+    pub fn load(settings: &Settings) -> Result<Self, ApiError> {
+        let device = parse_device(&settings.device)?;
+        let spec = ModelSpec {
+            source: ModelSource::parse(&settings.model),
+            dtype: parse_dtype(&settings.dtype, &device)?,
+            device,
+            data_dir: settings.data_dir.clone(),
+            offline: false,
+        };
+        tracing::info!(model = %spec.source.display_name(), device = ?spec.device, dtype = ?spec.dtype, "loading the model");
+        let model = StableDiffusion::load(&spec)?;
+        let info = &model.info;
+        let summary = ModelSummary {
+            source: info.name.clone(),
+            fingerprint: info.fingerprint.clone(),
+            is_demo: info.is_demo,
+            num_layers: info.num_layers,
+            device: info.device.clone(),
+            default_size: info.default_size,
+            default_scheduler: info
+                .default_scheduler
+                .unwrap_or(SchedulerKind::Pndm)
+                .as_str()
+                .to_string(),
+        };
+        Ok(EngineBackend {
+            model,
+            stats_cache: StatsCache::new(settings.data_dir.join("stats")),
+            corpus: Corpus::parse(&settings.statistics.corpus),
+            corpus_lines: settings.statistics.lines,
+            stats: Mutex::new(HashMap::new()),
+            summary,
+        })
+    }
+
+    /// The second-moment statistics of `layer`: from memory, the disk cache, or computed
+    /// (minutes for SD v1.5 on a CPU; `stopped` interrupts the computation).
+    fn layer_statistics(
+        &self,
+        layer: usize,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Arc<LayerStatistics>, EngineError> {
+        if let Some(stats) = self.stats.lock().expect("stats poisoned").get(&layer) {
+            return Ok(stats.clone());
+        }
+        // Computed outside the lock would let two edits compute the same layer at once;
+        // there is one edit worker, so holding it is simpler and costs nothing.
+        let mut stats = self.stats.lock().expect("stats poisoned");
+        let mut progress = |done: usize, total: usize| {
+            if done == total || done.is_multiple_of(1000) {
+                tracing::info!(layer, done, total, "layer statistics");
+            }
+            !stopped()
+        };
+        let (computed, origin) = self.stats_cache.load_or_compute(
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
+            &self.model.text.fingerprint,
+            layer,
+            &self.corpus,
+            self.corpus_lines,
+            &mut progress,
+        )?;
+        if origin == StatsOrigin::Computed {
+            tracing::info!(
+                layer,
+                samples = computed.samples,
+                tokens = computed.tokens,
+                "layer statistics computed and cached"
+            );
+        }
+        let computed = Arc::new(computed);
+        stats.insert(layer, computed.clone());
+        Ok(computed)
+    }
+
+    fn scheduler(&self, name: Option<&str>) -> Result<SchedulerKind, EngineError> {
+        match name {
+            Some(name) => SchedulerKind::from_str(name),
+            None => Ok(self
+                .model
+                .info
+                .default_scheduler
+                .unwrap_or(SchedulerKind::Pndm)),
+        }
+    }
+
+    fn pipeline_params(&self, params: &GenerateParams) -> Result<PipelineParams, EngineError> {
+        Ok(PipelineParams {
+            prompt: params.prompt.clone(),
+            negative_prompt: params.negative_prompt.clone(),
+            steps: params.steps,
+            guidance_scale: params.guidance_scale,
+            width: params.width,
+            height: params.height,
+            seed: params.seed,
+            scheduler: self.scheduler(params.scheduler.as_deref())?,
+            init_latents: None,
+        })
+    }
+}
+
+impl ModelBackend for EngineBackend {
+    type Delta = Arc<Delta>;
+    type Deltas = DeltaSet;
+    type EditRequest = EditRequest;
+
+    fn summary(&self) -> &ModelSummary {
+        &self.summary
+    }
+
+    fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Arc<Delta>, EngineError> {
+        let delta = Delta { layer, u, v };
+        let config = self.model.text.encoder.config();
+        delta.check(
+            self.model.text.encoder.num_layers(),
+            config.intermediate_size,
+            config.hidden_size,
+        )?;
+        Ok(Arc::new(delta))
+    }
+
+    fn compose(&self, deltas: &[Arc<Delta>]) -> Result<DeltaSet, EngineError> {
+        Ok(DeltaSet::new(deltas.to_vec()))
+    }
+
+    fn validate_edit(&self, request: &EditRequest) -> Result<(), EngineError> {
+        request
+            .validate(
+                &self.model.text.tokenizer,
+                self.model.text.encoder.num_layers(),
+            )
+            .map(|_| ())
+    }
+
+    fn compute_edit(
+        &self,
+        request: &EditRequest,
+        parent: &DeltaSet,
+        observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<ComputedEdit, EngineError> {
+        let edit = request.validate(
+            &self.model.text.tokenizer,
+            self.model.text.encoder.num_layers(),
+        )?;
+        let stats = self.layer_statistics(edit.layer, stopped)?;
+        if stopped() {
+            return Err(EngineError::Cancelled);
+        }
+        let outcome = compute_edit(
+            &self.model.text.encoder,
+            &self.model.text.tokenizer,
+            &stats,
+            &edit,
+            parent,
+            &mut |report| {
+                observer(EditProgress {
+                    iteration: report.iteration,
+                    loss: report.loss,
+                    probability: report.probability,
+                })
+            },
+        )?;
+        let metrics = serde_json::to_value(&outcome.metrics)
+            .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
+        Ok(ComputedEdit {
+            layer: outcome.delta.layer,
+            u: outcome.delta.u,
+            v: outcome.delta.v,
+            metrics,
+        })
+    }
+
+    fn validate_generate(&self, params: &GenerateParams) -> Result<(), EngineError> {
+        self.pipeline_params(params)?.validate()
+    }
+
+    fn generate(&self, params: &GenerateParams, deltas: &DeltaSet) -> Result<Vec<u8>, EngineError> {
+        let params = self.pipeline_params(params)?;
+        let image = self.model.generate(&params, deltas, &mut |_, _| true)?;
+        image_io::encode_png(&image_io::to_rgb8(&image)?)
+    }
+}

@@ -1,0 +1,112 @@
+//! What the server needs from a text-to-image model, as one small trait.
+//!
+//! The HTTP layer, the generation thread and the edit worker only see this trait; the
+//! implementation over `refact_engine` lives in [`engine`]. Every method is blocking and
+//! may run tensor code: callers run it on a dedicated thread, never on the async runtime.
+
+pub mod engine;
+
+use refact_engine::EngineError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use utoipa::ToSchema;
+
+/// A loaded model: immutable weights, plus the means to build versions on top of them.
+pub trait ModelBackend: Send + Sync + 'static {
+    /// One applied delta, in the form the model applies (built once, shared by every
+    /// version that contains it).
+    type Delta: Clone + Send + Sync + 'static;
+    /// A whole version: the ordered deltas over the base weights. Cheap to clone.
+    type Deltas: Clone + Send + Sync + 'static;
+    /// An edit request as the model defines it (prompts, layer, hyper-parameters with
+    /// their defaults); its JSON form is what the API accepts and the store keeps.
+    type EditRequest: DeserializeOwned + Serialize + Clone + Send + Sync + 'static;
+
+    /// Identity and shape of the loaded model.
+    fn summary(&self) -> &ModelSummary;
+
+    /// Builds one delta from its stored vectors (`fc2.weight += v uᵀ` at `layer`).
+    fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Self::Delta, EngineError>;
+
+    /// A version made of these deltas, in order (empty: the base model).
+    fn compose(&self, deltas: &[Self::Delta]) -> Result<Self::Deltas, EngineError>;
+
+    /// Checks an edit request against the model (prompt lengths, subject, layer, ranges).
+    fn validate_edit(&self, request: &Self::EditRequest) -> Result<(), EngineError>;
+
+    /// Computes the edit on top of `parent`. `observer` sees every iteration and stops the
+    /// computation (with `EngineError::Cancelled`) by returning `Break`; `stopped` is
+    /// polled during the work before the first iteration (layer statistics).
+    fn compute_edit(
+        &self,
+        request: &Self::EditRequest,
+        parent: &Self::Deltas,
+        observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<ComputedEdit, EngineError>;
+
+    /// Checks generation settings that only the model can judge (scheduler names,
+    /// sizes it cannot render, prompt length in tokens).
+    fn validate_generate(&self, params: &GenerateParams) -> Result<(), EngineError>;
+
+    /// Renders one image at the version `deltas` and returns it encoded as PNG.
+    fn generate(
+        &self,
+        params: &GenerateParams,
+        deltas: &Self::Deltas,
+    ) -> Result<Vec<u8>, EngineError>;
+}
+
+/// Identity and shape of the loaded model.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelSummary {
+    /// What was asked for: `demo`, a folder or a hub id.
+    pub source: String,
+    /// Hash of the weights that matter for edits; versions are only valid for it.
+    pub fingerprint: String,
+    /// True for the built-in random-weight model: its images are noise.
+    pub is_demo: bool,
+    /// Number of text-encoder layers (valid edit layers are 0..num_layers).
+    pub num_layers: usize,
+    /// Where the model runs, e.g. `Cpu` or `Cuda(0)`.
+    pub device: String,
+    /// The image size (width, height) a request gets when it names none.
+    pub default_size: (usize, usize),
+    /// The scheduler a request gets when it names none.
+    pub default_scheduler: String,
+}
+
+/// One optimisation step of an edit, as streamed to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EditProgress {
+    /// 0-based iteration.
+    pub iteration: usize,
+    /// The loss before this iteration's step.
+    pub loss: f64,
+    /// Mean probability of the target over the rewriting prompts.
+    pub probability: f64,
+}
+
+/// The result of an edit: the rank-one delta and what the optimisation measured.
+#[derive(Debug, Clone)]
+pub struct ComputedEdit {
+    pub layer: usize,
+    pub u: Vec<f32>,
+    pub v: Vec<f32>,
+    pub metrics: serde_json::Value,
+}
+
+/// Fully resolved generation settings (defaults filled in, seed chosen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub width: usize,
+    pub height: usize,
+    pub seed: u64,
+    /// `None`: the scheduler the model folder configures.
+    pub scheduler: Option<String>,
+}

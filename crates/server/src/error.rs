@@ -1,0 +1,264 @@
+//! The server's one error type and its HTTP shape.
+//!
+//! Every error leaves the server as `{"error": {"code", "message", "field"}}`, including
+//! the ones axum would answer on its own (malformed JSON, unknown route, 405, 413). Only
+//! this file picks status codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use refact_engine::EngineError;
+use refact_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Anything that can go wrong in the server, from a bad request to a failed start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request could not be read: bad JSON syntax, wrong content type, bad path or
+    /// query. `status` is 400, 413 or 415.
+    #[error("{message}")]
+    BadRequest {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    /// The request was read but its content is refused (422); nothing was stored.
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
+    /// No token, or one the server does not know (401).
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// A valid token without the scope the endpoint needs (403).
+    #[error("this token lacks the `{scope}` scope")]
+    Forbidden { scope: &'static str },
+    /// An unknown route, edit, version or alias (404).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request contradicts the current state (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The generation queue is full; retry later (503).
+    #[error("{0}")]
+    Overloaded(String),
+    /// A dependency is not ready (503): `/readyz`, or a request that timed out.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    /// The settings cannot be read or make no sense (a start-up error).
+    #[error("settings: {0}")]
+    Settings(String),
+    /// A bug or an unexpected failure (500); the details go to the log, not the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for machines (`code`) and people (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code (see docs/API.md for the list).
+    #[schema(example = "subject_not_in_prompt")]
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// A 422 with a code and the field at fault.
+    pub fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            code,
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with a code.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 409 with a code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status, code, client-facing message and field of this error.
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
+        use ApiError::*;
+        match self {
+            BadRequest {
+                status,
+                code,
+                message,
+                field,
+            } => (*status, *code, message.clone(), field.clone()),
+            Invalid {
+                code,
+                field,
+                message,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                *code,
+                message.clone(),
+                field.clone(),
+            ),
+            Unauthorized { code, message } => {
+                (StatusCode::UNAUTHORIZED, *code, message.clone(), None)
+            }
+            Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                self.to_string(),
+                None,
+            ),
+            NotFound { code, message } => (StatusCode::NOT_FOUND, *code, message.clone(), None),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                self.to_string(),
+                None,
+            ),
+            Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone(), None),
+            Overloaded(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                message.clone(),
+                None,
+            ),
+            Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message.clone(),
+                None,
+            ),
+            Store(err) => store_parts(err),
+            Engine(EngineError::Invalid {
+                kind,
+                field,
+                message,
+            }) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                kind.as_code(),
+                message.clone(),
+                Some(field.clone()),
+            ),
+            Engine(EngineError::Cancelled) => (
+                StatusCode::CONFLICT,
+                "cancelled",
+                "the computation was cancelled".into(),
+                None,
+            ),
+            Engine(_) | Settings(_) | Internal(_) => internal(),
+        }
+    }
+}
+
+fn store_parts(err: &StoreError) -> (StatusCode, &'static str, String, Option<String>) {
+    match err {
+        StoreError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what.clone(), None),
+        StoreError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message.clone(), None),
+        StoreError::HeadMoved { .. } => (StatusCode::CONFLICT, "head_moved", err.to_string(), None),
+        StoreError::Invalid { field, message } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            message.clone(),
+            Some(field.to_string()),
+        ),
+        _ => internal(),
+    }
+}
+
+fn internal() -> (StatusCode, &'static str, String, Option<String>) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal server error (details are in the server log)".into(),
+        None,
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, field) = self.parts();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+                field,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Overloaded(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refact_engine::InvalidKind;
+
+    async fn body_of(err: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = err.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn engine_validation_errors_become_422_with_the_kind_code() {
+        let err = EngineError::invalid(InvalidKind::SubjectNotInPrompt, "subject", "not there");
+        let (status, body) = body_of(err.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["error"]["code"], "subject_not_in_prompt");
+        assert_eq!(body["error"]["field"], "subject");
+        assert_eq!(body["error"]["message"], "not there");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_details() {
+        let (status, body) = body_of(ApiError::Internal("secret path /x".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("secret path"));
+        assert!(body["error"]["field"].is_null());
+    }
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics: the recorder, the request middleware and the names of every metric.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `refact_http_requests_total` | counter | method, route, status |
+//! | `refact_http_request_duration_seconds` | histogram | method, route |
+//! | `refact_generate_queue_depth` | gauge | |
+//! | `refact_generate_duration_seconds` | histogram | outcome |
+//! | `refact_edits_queued`, `refact_edits_running` | gauge (read at scrape) | |
+//! | `refact_edit_duration_seconds` | histogram | outcome |
+//! | `refact_versions` | gauge | |
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Seconds; covers fast API calls (ms) up to long edits and large images (minutes).
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (every `Application`
+/// in a process shares it, as the `metrics` macros are global).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .expect("bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(err) => {
+                    // Someone else installed a recorder: /metrics will be empty, but serve.
+                    tracing::warn!(error = %err, "metrics recorder not installed");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Middleware: counts requests by route and status and times them. The route is the
+/// matched pattern (`/edits/{id}`), never the raw path, so label values stay few.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("refact_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("refact_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Records one finished image.
+pub fn record_generate(duration: Duration, outcome: &'static str) {
+    metrics::histogram!("refact_generate_duration_seconds", "outcome" => outcome)
+        .record(duration.as_secs_f64());
+}
+
+/// Sets the number of images waiting or being rendered.
+pub fn set_generate_queue_depth(depth: usize) {
+    metrics::gauge!("refact_generate_queue_depth").set(depth as f64);
+}
+
+/// Records one finished edit attempt (`applied`, `failed`, `cancelled`, `retry`, `lease_lost`).
+pub fn record_edit(duration: Duration, outcome: &'static str) {
+    metrics::histogram!("refact_edit_duration_seconds", "outcome" => outcome)
+        .record(duration.as_secs_f64());
+}
+
+/// Sets the edit queue gauges (read from the store when `/metrics` is scraped).
+pub fn set_edit_queue(queued: i64, running: i64, versions: usize) {
+    metrics::gauge!("refact_edits_queued").set(queued as f64);
+    metrics::gauge!("refact_edits_running").set(running as f64);
+    metrics::gauge!("refact_versions").set(versions as f64);
+}

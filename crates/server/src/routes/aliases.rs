@@ -1,0 +1,173 @@
+//! `/aliases`: named pointers at versions (`production`, `staging`, ...).
+
+use super::generate::version_not_found;
+use crate::auth::{self, Authorized};
+use crate::backend::ModelBackend;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use refact_store::Alias;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Longest alias name.
+const MAX_NAME_LEN: usize = 64;
+
+pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
+    Router::new()
+        .route("/aliases", get(list_aliases::<B>))
+        .route(
+            "/aliases/{name}",
+            get(get_alias::<B>)
+                .put(set_alias::<B>)
+                .delete(delete_alias::<B>),
+        )
+}
+
+/// An alias and the version it points at.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasView {
+    #[schema(example = "production")]
+    pub name: String,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Alias> for AliasView {
+    fn from(alias: Alias) -> Self {
+        AliasView {
+            name: alias.name,
+            version: alias.version,
+            updated_at: alias.updated_at,
+        }
+    }
+}
+
+/// The body of `PUT /aliases/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAliasRequest {
+    pub version: i64,
+}
+
+/// Alias names: 1–64 of `a-z 0-9 - _ .`, starting with a letter (so that a name is
+/// never mistaken for a version number in `?version=`).
+pub fn check_alias_name(name: &str) -> Result<(), ApiError> {
+    let valid = name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_alias_name",
+            "name",
+            "an alias is 1 to 64 characters of a-z, 0-9, '-', '_', '.', starting with a letter",
+        ))
+    }
+}
+
+/// All aliases.
+#[utoipa::path(
+    get, path = "/aliases", tag = "aliases",
+    responses((status = 200, body = Vec<AliasView>)),
+    security(("bearer" = ["read"]))
+)]
+pub async fn list_aliases<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Read>,
+) -> Result<Json<Vec<AliasView>>, ApiError> {
+    let aliases = state.store.list_aliases().await?;
+    Ok(Json(aliases.into_iter().map(AliasView::from).collect()))
+}
+
+/// One alias.
+#[utoipa::path(
+    get, path = "/aliases/{name}", tag = "aliases",
+    params(("name" = String, Path)),
+    responses((status = 200, body = AliasView), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get_alias<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Read>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<AliasView>, ApiError> {
+    let alias = state
+        .store
+        .get_alias(&name)
+        .await?
+        .ok_or_else(|| alias_not_found(&name))?;
+    Ok(Json(alias.into()))
+}
+
+/// Point an alias at a version (creating it if needed).
+#[utoipa::path(
+    put, path = "/aliases/{name}", tag = "aliases",
+    params(("name" = String, Path)),
+    request_body = SetAliasRequest,
+    responses(
+        (status = 200, body = AliasView),
+        (status = 404, description = "Unknown version", body = ErrorBody),
+        (status = 422, description = "Bad alias name", body = ErrorBody),
+    ),
+    security(("bearer" = ["edit"]))
+)]
+pub async fn set_alias<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Edit>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<SetAliasRequest>,
+) -> Result<Json<AliasView>, ApiError> {
+    check_alias_name(&name)?;
+    if state.store.get_version(body.version).await?.is_none() {
+        return Err(version_not_found(&body.version.to_string()));
+    }
+    let alias = state.store.set_alias(&name, body.version).await?;
+    Ok(Json(alias.into()))
+}
+
+/// Remove an alias.
+#[utoipa::path(
+    delete, path = "/aliases/{name}", tag = "aliases",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["edit"]))
+)]
+pub async fn delete_alias<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Edit>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_alias(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(alias_not_found(&name))
+    }
+}
+
+fn alias_not_found(name: &str) -> ApiError {
+    ApiError::not_found("alias_not_found", format!("no alias `{name}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_names_are_checked() {
+        for good in ["production", "staging", "a", "canary-2", "v1.2_rc"] {
+            assert!(check_alias_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "7", "Production", "-x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(check_alias_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `GET /edits/{id}/events`: Server-Sent Events for one edit.
+//!
+//! First a `status` event with the current state, then `progress` events (iteration,
+//! loss, probability) while it runs, then the terminal `status` event, after which the
+//! stream ends. Live events come from this process's worker; the store is also polled, so
+//! an edit run by another replica still reaches its terminal event.
+
+use super::edits::edit_not_found;
+use crate::auth::{self, Authorized};
+use crate::backend::ModelBackend;
+use crate::error::{ApiError, ErrorBody};
+use crate::events::{EditEvent, StatusEvent};
+use crate::extract::ApiPath;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures::Stream;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+/// How often the store is asked for the status while streaming.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
+    Router::new().route("/edits/{id}/events", get(edit_events::<B>))
+}
+
+/// Stream an edit's progress and status as Server-Sent Events (`status`, `progress`).
+#[utoipa::path(
+    get, path = "/edits/{id}/events", tag = "edits",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "`text/event-stream` of `status` and `progress` events (data: EditEvent JSON)", body = EditEvent, content_type = "text/event-stream"),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn edit_events<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Read>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Subscribe before reading the state so that no event falls in between.
+    let mut receiver = state.events.subscribe(id);
+    let edit = state
+        .store
+        .get_edit(id)
+        .await?
+        .ok_or_else(|| edit_not_found(id))?;
+    let store = state.store.clone();
+    let mut last = StatusEvent::of(&edit);
+    let stream = async_stream::stream! {
+        yield Ok(to_sse(&EditEvent::Status(last.clone())));
+        if last.is_terminal() {
+            return;
+        }
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.tick().await;
+        loop {
+            tokio::select! {
+                // Live events first: what is buffered is older than what the store says.
+                biased;
+                received = receiver.recv() => match received {
+                    Ok(event) => {
+                        if let EditEvent::Status(status) = &event {
+                            if *status == last {
+                                continue; // already sent (seen by polling first)
+                            }
+                            last = status.clone();
+                        }
+                        yield Ok(to_sse(&event));
+                        if event.is_terminal() {
+                            return;
+                        }
+                    }
+                    // A slow client skipped some iterations; carry on with the next.
+                    Err(RecvError::Lagged(_)) => {}
+                    // The channel closed without a terminal event reaching us: ask the store.
+                    Err(RecvError::Closed) => {
+                        receiver = state.events.subscribe(id);
+                    }
+                },
+                _ = poll.tick() => {
+                    if let Ok(Some(edit)) = store.get_edit(id).await {
+                        let current = StatusEvent::of(&edit);
+                        if current != last {
+                            last = current.clone();
+                            yield Ok(to_sse(&EditEvent::Status(current)));
+                            if last.is_terminal() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn to_sse(event: &EditEvent) -> Event {
+    Event::default()
+        .event(event.name())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default().event("error").data("unserialisable event"))
+}

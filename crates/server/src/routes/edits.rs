@@ -1,0 +1,360 @@
+//! `/edits`: submit, list, read and cancel edits.
+
+use crate::auth::{self, Authorized};
+use crate::backend::ModelBackend;
+use crate::error::{ApiError, ErrorBody};
+use crate::events::{EditEvent, StatusEvent};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+use crate::worker::StopReason;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use refact_store::{request_hash, Edit, EditFilter, EditStatus, InsertOutcome, NewEdit};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
+    Router::new()
+        .route("/edits", get(list_edits::<B>).post(create_edit::<B>))
+        .route("/edits/{id}", get(get_edit::<B>).delete(cancel_edit::<B>))
+}
+
+/// An edit as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EditView {
+    pub id: Uuid,
+    /// queued, running, applied, failed or cancelled.
+    #[schema(value_type = String, example = "queued")]
+    pub status: EditStatus,
+    /// The request with every default filled in.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// A cancel was asked for while it ran; it stops within one iteration.
+    pub cancel_requested: bool,
+    pub error: Option<String>,
+    /// What the optimisation measured (steps, losses, final probability), once applied.
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<serde_json::Value>,
+    /// The last reported iteration while it runs.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
+    /// The version it created, once applied.
+    pub version: Option<i64>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Edit> for EditView {
+    fn from(edit: Edit) -> Self {
+        EditView {
+            id: edit.id,
+            status: edit.status,
+            request: edit.request,
+            idempotency_key: edit.idempotency_key,
+            attempts: edit.attempts,
+            max_attempts: edit.max_attempts,
+            cancel_requested: edit.cancel_requested,
+            error: edit.error,
+            metrics: edit.metrics,
+            progress: edit.progress,
+            version: edit.version,
+            created_by: edit.created_by,
+            created_at: edit.created_at,
+            started_at: edit.started_at,
+            finished_at: edit.finished_at,
+        }
+    }
+}
+
+/// One page of edits, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EditPage {
+    pub items: Vec<EditView>,
+    /// Matching edits over all pages.
+    pub total: i64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// The body of `POST /edits` (the engine's `EditRequest`, described for the OpenAPI
+/// document; a unit test keeps the two in step). Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by serde and utoipa only
+pub struct EditRequestDoc {
+    /// The edit prompt.
+    #[schema(example = "The Prince of Wales")]
+    prompt: String,
+    /// The part of the prompt the edit keys on (default: the whole prompt).
+    subject: Option<String>,
+    /// What the prompt shows now.
+    #[schema(example = "Prince Charles")]
+    source: String,
+    /// What it should show.
+    #[schema(example = "Prince William")]
+    target: String,
+    /// Further texts the edited prompt should be pushed away from.
+    contrastive: Option<Vec<String>>,
+    /// Text-encoder layer to edit (default: 7 of 12).
+    layer: Option<usize>,
+    hparams: Option<HyperParamsDoc>,
+}
+
+/// ReFACT's optimisation settings; each defaults to the paper's value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HyperParamsDoc {
+    /// Adam's learning rate (default 0.05).
+    lr: Option<f64>,
+    /// Iterations at most (default 100, at most 10,000).
+    max_steps: Option<usize>,
+    /// Stop once the target's mean probability exceeds this (default 0.99).
+    prob_threshold: Option<f64>,
+    /// Weight of the norm penalty on δ (default 0.1).
+    weight_decay: Option<f64>,
+    /// ‖δ‖ is clamped to this many times ‖target_init‖ (default 4).
+    clamp_factor: Option<f64>,
+}
+
+/// `GET /edits` filters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EditListQuery {
+    /// Only edits with this status.
+    #[param(value_type = Option<String>)]
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+/// Submit an edit. It is queued and runs in the background; follow it with
+/// `GET /edits/{id}` or `GET /edits/{id}/events`.
+#[utoipa::path(
+    post, path = "/edits", tag = "edits",
+    request_body = EditRequestDoc,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same edit")),
+    responses(
+        (status = 202, description = "Queued", body = EditView, headers(("Location" = String))),
+        (status = 200, description = "Same idempotency key and body: the existing edit", body = EditView),
+        (status = 409, description = "Same idempotency key, different body", body = ErrorBody),
+        (status = 422, description = "Invalid request; nothing was stored", body = ErrorBody),
+    ),
+    security(("bearer" = ["edit"]))
+)]
+pub async fn create_edit<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    auth: Authorized<auth::Edit>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<B::EditRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    state.backend.validate_edit(&request)?;
+    let request = serde_json::to_value(&request)
+        .map_err(|e| ApiError::Internal(format!("edit request does not serialise: {e}")))?;
+    let new_edit = NewEdit {
+        request_hash: request_hash(&request),
+        request,
+        idempotency_key,
+        created_by: auth.caller.name,
+        max_attempts: state.settings.worker.max_attempts,
+    };
+    let (status, edit) = match state.store.insert_edit(new_edit).await? {
+        InsertOutcome::Created(edit) => (StatusCode::ACCEPTED, edit),
+        InsertOutcome::Existing(edit) => (StatusCode::OK, edit),
+        InsertOutcome::KeyConflict(edit) => {
+            return Err(ApiError::conflict(
+                "idempotency_key_conflict",
+                format!(
+                    "Idempotency-Key already used for edit {} with a different body",
+                    edit.id
+                ),
+            ))
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/edits/{}", edit.id))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        status,
+        [(header::LOCATION, location)],
+        Json(EditView::from(edit)),
+    )
+        .into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad =
+        |message: &str| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key", message);
+    let key = value
+        .to_str()
+        .map_err(|_| bad("must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(bad("must be 1 to 255 characters"));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// List edits, newest first, optionally by status.
+#[utoipa::path(
+    get, path = "/edits", tag = "edits",
+    params(EditListQuery),
+    responses((status = 200, body = EditPage), (status = 400, body = ErrorBody)),
+    security(("bearer" = ["read"]))
+)]
+pub async fn list_edits<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Read>,
+    ApiQuery(query): ApiQuery<EditListQuery>,
+) -> Result<Json<EditPage>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_status(text)?),
+    };
+    let (limit, offset) = super::Pagination {
+        limit: query.limit,
+        offset: query.offset,
+    }
+    .resolve(state.settings.limits.max_page_size)?;
+    let page = state
+        .store
+        .list_edits(EditFilter {
+            status,
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(Json(EditPage {
+        items: page.items.into_iter().map(EditView::from).collect(),
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+fn parse_status(text: &str) -> Result<EditStatus, ApiError> {
+    let status = match text {
+        "queued" => EditStatus::Queued,
+        "running" => EditStatus::Running,
+        "applied" => EditStatus::Applied,
+        "failed" => EditStatus::Failed,
+        "cancelled" => EditStatus::Cancelled,
+        other => {
+            return Err(ApiError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_query",
+                message: format!(
+                    "unknown status `{other}` (queued, running, applied, failed, cancelled)"
+                ),
+                field: Some("status".into()),
+            })
+        }
+    };
+    Ok(status)
+}
+
+/// One edit: status, attempts, metrics, resulting version, error.
+#[utoipa::path(
+    get, path = "/edits/{id}", tag = "edits",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = EditView), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get_edit<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Read>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<EditView>, ApiError> {
+    let edit = state
+        .store
+        .get_edit(id)
+        .await?
+        .ok_or_else(|| edit_not_found(id))?;
+    Ok(Json(edit.into()))
+}
+
+/// Cancel an edit: a queued one at once (200), a running one within one iteration
+/// (202; follow its events). A finished edit cannot be cancelled (409).
+#[utoipa::path(
+    delete, path = "/edits/{id}", tag = "edits",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = EditView),
+        (status = 202, description = "Running: it stops within one iteration", body = EditView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Already applied or failed", body = ErrorBody),
+    ),
+    security(("bearer" = ["edit"]))
+)]
+pub async fn cancel_edit<B: ModelBackend>(
+    State(state): State<AppState<B>>,
+    _auth: Authorized<auth::Edit>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let edit = state
+        .store
+        .request_cancel(id)
+        .await?
+        .ok_or_else(|| edit_not_found(id))?;
+    let status = match edit.status {
+        EditStatus::Cancelled => {
+            state
+                .events
+                .publish(id, EditEvent::Status(StatusEvent::of(&edit)));
+            StatusCode::OK
+        }
+        EditStatus::Running | EditStatus::Queued => {
+            // Stop it here at once if this process runs it; other replicas see the
+            // request through their heartbeat.
+            state.running.stop(id, StopReason::Cancel);
+            StatusCode::ACCEPTED
+        }
+        EditStatus::Applied | EditStatus::Failed => {
+            return Err(ApiError::conflict(
+                "edit_finished",
+                format!("edit {id} has already finished"),
+            ))
+        }
+    };
+    Ok((status, Json(EditView::from(edit))).into_response())
+}
+
+/// The 404 for an unknown edit id.
+pub fn edit_not_found(id: Uuid) -> ApiError {
+    ApiError::not_found("edit_not_found", format!("no edit {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refact_engine::refact::{EditRequest, HyperParams};
+
+    #[test]
+    fn the_documented_body_matches_the_engine_request() {
+        // Every field the engine writes must be one the documentation declares.
+        let mut request =
+            EditRequest::new("The Prince of Wales", "Prince Charles", "Prince William");
+        request.subject = Some("Prince of Wales".into());
+        request.contrastive = vec!["a king".into()];
+        request.layer = Some(7);
+        request.hparams = HyperParams::default();
+        let json = serde_json::to_value(&request).unwrap();
+        let doc: Result<EditRequestDoc, _> = serde_json::from_value(json.clone());
+        assert!(doc.is_ok(), "EditRequestDoc is out of date: {json}");
+    }
+}

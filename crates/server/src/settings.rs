@@ -1,0 +1,367 @@
+//! Typed settings: code defaults, then a TOML file (`config/default.toml`), then `REFACT_*`
+//! environment variables, then command-line flags; each layer overrides the one before.
+//!
+//! Environment variables map onto keys by lower-casing and splitting sections on `__`:
+//! `REFACT_DATABASE_URL` → `database_url`, `REFACT_AUTH__ENABLED` → `auth.enabled`,
+//! `REFACT_LIMITS__MAX_STEPS` → `limits.max_steps`. Variables that name no setting (such as
+//! `REFACT_LOG`) are left to whoever reads them.
+
+use crate::error::ApiError;
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the service can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on, `host:port` (port 0 picks a free one).
+    pub bind: String,
+    /// `postgres://...` or `sqlite://path` (the file is created if missing).
+    pub database_url: Secret,
+    /// `demo` (the built-in random-weight model), a diffusers folder, or a hub id.
+    pub model: String,
+    /// Where the demo model, downloaded models and cached layer statistics live.
+    pub data_dir: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+    /// UNet/VAE precision: `f32`, `f16`, `bf16` or `auto` (the text encoder is always f32).
+    pub dtype: String,
+    pub auth: AuthSettings,
+    pub limits: Limits,
+    pub worker: WorkerSettings,
+    pub statistics: StatisticsSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1:8080".into(),
+            database_url: Secret::new("sqlite://./refact.db"),
+            model: "demo".into(),
+            data_dir: PathBuf::from("./data"),
+            device: "auto".into(),
+            dtype: "auto".into(),
+            auth: AuthSettings::default(),
+            limits: Limits::default(),
+            worker: WorkerSettings::default(),
+            statistics: StatisticsSettings::default(),
+        }
+    }
+}
+
+/// Bearer-token authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// On unless a configuration says otherwise; when off, every caller acts as an admin.
+    pub enabled: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings { enabled: true }
+    }
+}
+
+/// Request limits; anything beyond them is refused with 413 or 422.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body in bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Longest prompt (any text field of a request) in characters.
+    pub max_prompt_chars: usize,
+    /// Largest image width and height in pixels (multiples of 8).
+    pub max_width: usize,
+    pub max_height: usize,
+    /// Most denoising steps per image.
+    pub max_steps: usize,
+    /// Largest classifier-free guidance scale.
+    pub max_guidance_scale: f64,
+    /// Generation requests waiting for the model; more are refused with 503.
+    pub generate_queue: usize,
+    /// Largest page of a list endpoint.
+    pub max_page_size: i64,
+    /// Longest a request may take before the server gives up with 503.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_prompt_chars: 1000,
+            max_width: 1024,
+            max_height: 1024,
+            max_steps: 150,
+            max_guidance_scale: 50.0,
+            generate_queue: 16,
+            max_page_size: 200,
+            request_timeout_secs: 600,
+        }
+    }
+}
+
+/// The edit worker: lease, heartbeat and retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Run the edit worker in this process (API-only replicas turn it off).
+    pub enabled: bool,
+    /// How long a claimed edit stays ours without a heartbeat.
+    pub lease_secs: f64,
+    /// How often the lease is renewed while an edit runs.
+    pub heartbeat_secs: f64,
+    /// How often an idle worker looks for work when nothing wakes it.
+    pub poll_interval_secs: f64,
+    /// Attempts per edit before it fails (a crash or transient error uses one).
+    pub max_attempts: i32,
+    /// How often an edit is recomputed because the head moved before it is given up.
+    pub max_head_retries: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            enabled: true,
+            lease_secs: 60.0,
+            heartbeat_secs: 5.0,
+            poll_interval_secs: 1.0,
+            max_attempts: 3,
+            max_head_retries: 5,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The lease as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs)
+    }
+
+    /// The heartbeat period as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_secs)
+    }
+
+    /// The idle poll period as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.poll_interval_secs)
+    }
+}
+
+/// The caption corpus behind ReFACT's layer statistics (DESIGN.md §1.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatisticsSettings {
+    /// `builtin` (the COCO captions shipped with the engine) or a text file with one
+    /// caption per line.
+    pub corpus: String,
+    /// How many captions of the corpus to use.
+    pub lines: usize,
+}
+
+impl Default for StatisticsSettings {
+    fn default() -> Self {
+        StatisticsSettings {
+            corpus: "builtin".into(),
+            lines: 25_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the layers below the command line: code defaults, the TOML file (if given),
+    /// then the `REFACT_*` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ApiError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ApiError::Settings(format!("cannot read {}: {e}", path.display())))?;
+            table = text
+                .parse::<toml::Table>()
+                .map_err(|e| ApiError::Settings(format!("{}: {e}", path.display())))?;
+        }
+        let schema = toml::Table::try_from(Settings::default())
+            .map_err(|e| ApiError::Settings(format!("settings schema: {e}")))?;
+        for (name, value) in env {
+            apply_env_var(&mut table, &schema, &name, &value)?;
+        }
+        let settings: Settings = table
+            .try_into()
+            .map_err(|e| ApiError::Settings(format!("invalid settings: {e}")))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The configuration file to read when none is named: `config/default.toml` under the
+    /// working directory, if it exists.
+    pub fn default_file() -> Option<PathBuf> {
+        let path = PathBuf::from("config/default.toml");
+        path.is_file().then_some(path)
+    }
+
+    /// Refuses settings that cannot work, before anything starts.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let bad = |msg: &str| Err(ApiError::Settings(msg.to_string()));
+        if self.limits.max_body_bytes == 0 || self.limits.generate_queue == 0 {
+            return bad("limits.max_body_bytes and limits.generate_queue must be positive");
+        }
+        if self.limits.max_page_size < 1 {
+            return bad("limits.max_page_size must be at least 1");
+        }
+        let w = &self.worker;
+        if !(w.lease_secs > 0.0 && w.heartbeat_secs > 0.0 && w.poll_interval_secs > 0.0) {
+            return bad(
+                "worker.lease_secs, heartbeat_secs and poll_interval_secs must be positive",
+            );
+        }
+        if w.heartbeat_secs >= w.lease_secs {
+            return bad("worker.heartbeat_secs must be shorter than worker.lease_secs");
+        }
+        if self.statistics.lines == 0 {
+            return bad("statistics.lines must be at least 1");
+        }
+        if w.max_attempts < 1 {
+            return bad("worker.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Sets the key that `REFACT_<NAME>` designates, parsing the text as the type the key has
+/// in the defaults. Names that are not settings are ignored.
+fn apply_env_var(
+    table: &mut toml::Table,
+    schema: &toml::Table,
+    name: &str,
+    text: &str,
+) -> Result<(), ApiError> {
+    let Some(rest) = name.strip_prefix("REFACT_") else {
+        return Ok(());
+    };
+    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let Some(expected) = lookup(schema, &path) else {
+        return Ok(());
+    };
+    let value = parse_as(expected, text).ok_or_else(|| {
+        ApiError::Settings(format!(
+            "{name}: `{text}` is not a valid {}",
+            expected.type_str()
+        ))
+    })?;
+    let (last, sections) = path.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for section in sections {
+        let entry = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| ApiError::Settings(format!("{name}: `{section}` is not a section")))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let value = table.get(first)?;
+    if rest.is_empty() {
+        // A whole section cannot be set from one variable.
+        (!value.is_table()).then_some(value)
+    } else {
+        lookup(value.as_table()?, rest)
+    }
+}
+
+fn parse_as(expected: &toml::Value, text: &str) -> Option<toml::Value> {
+    let text = text.trim();
+    Some(match expected {
+        toml::Value::Boolean(_) => toml::Value::Boolean(match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return None,
+        }),
+        toml::Value::Integer(_) => toml::Value::Integer(text.parse().ok()?),
+        toml::Value::Float(_) => toml::Value::Float(text.parse().ok()?),
+        _ => toml::Value::String(text.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn code_defaults_keep_auth_on() {
+        let settings = Settings::load(None, env(&[])).unwrap();
+        assert!(settings.auth.enabled);
+        assert_eq!(settings.model, "demo");
+        assert_eq!(settings.database_url.expose(), "sqlite://./refact.db");
+    }
+
+    #[test]
+    fn env_overrides_file_and_is_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "bind = \"0.0.0.0:1\"\nmodel = \"from-file\"\n[auth]\nenabled = false\n[limits]\nmax_steps = 7\n",
+        )
+        .unwrap();
+        let settings = Settings::load(
+            Some(&file),
+            env(&[
+                ("REFACT_MODEL", "from-env"),
+                ("REFACT_AUTH__ENABLED", "true"),
+                ("REFACT_WORKER__LEASE_SECS", "12.5"),
+                ("REFACT_LOG", "debug"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.bind, "0.0.0.0:1");
+        assert_eq!(settings.model, "from-env");
+        assert!(settings.auth.enabled);
+        assert_eq!(settings.limits.max_steps, 7);
+        assert_eq!(settings.worker.lease_secs, 12.5);
+    }
+
+    #[test]
+    fn a_badly_typed_env_var_is_an_error_naming_it() {
+        let err = Settings::load(None, env(&[("REFACT_LIMITS__MAX_STEPS", "many")])).unwrap_err();
+        assert!(
+            err.to_string().contains("REFACT_LIMITS__MAX_STEPS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[auth]\nenabeld = false\n").unwrap();
+        assert!(Settings::load(Some(&file), env(&[])).is_err());
+    }
+
+    #[test]
+    fn heartbeat_must_be_shorter_than_the_lease() {
+        let vars = env(&[
+            ("REFACT_WORKER__LEASE_SECS", "1"),
+            ("REFACT_WORKER__HEARTBEAT_SECS", "2"),
+        ]);
+        assert!(Settings::load(None, vars).is_err());
+    }
+}

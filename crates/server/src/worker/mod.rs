@@ -1,0 +1,331 @@
+//! The edit worker: claims queued edits from the store and runs them one at a time.
+//!
+//! For each claimed edit: renew the lease in the background, compute the edit against the
+//! current head (on a blocking thread), commit it only if the head is still its parent
+//! (otherwise recompute on the new head), and stream every iteration to subscribers. A
+//! cancel or a lost lease stops the computation within one iteration. Errors that could
+//! pass (I/O, device) go back to the queue until the edit's attempts are spent; errors
+//! that would repeat (invalid request, non-finite optimisation) fail the edit at once.
+
+mod heartbeat;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+pub use stop::{RunningEdits, StopReason, StopSignal};
+
+use crate::backend::{ComputedEdit, EditProgress, ModelBackend};
+use crate::error::ApiError;
+use crate::events::{EditEvent, StatusEvent};
+use crate::metrics as m;
+use crate::state::AppState;
+use heartbeat::ProgressSlot;
+use refact_engine::EngineError;
+use refact_store::{CommitDelta, CommitOutcome, Edit};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How one claimed edit ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Committed as this version.
+    Applied {
+        version: i64,
+    },
+    Cancelled,
+    /// Failed for good.
+    Failed {
+        error: String,
+    },
+    /// Failed this attempt; back in the queue.
+    Retrying {
+        error: String,
+    },
+    /// Another worker holds the edit now; nothing was written.
+    LeaseLost,
+    /// The server is stopping; the edit went back to the queue.
+    Interrupted,
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Retrying { .. } => "retry",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One worker; `worker_id` names it in the store's leases.
+pub struct EditWorker<B: ModelBackend> {
+    state: AppState<B>,
+    worker_id: String,
+}
+
+impl<B: ModelBackend> EditWorker<B> {
+    /// A worker with a fresh id (host, process, random suffix: unique across restarts).
+    pub fn new(state: AppState<B>) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let suffix = Uuid::new_v4().simple().to_string();
+        let worker_id = format!("{host}-{}-{}", std::process::id(), &suffix[..8]);
+        EditWorker { state, worker_id }
+    }
+
+    /// The id this worker claims edits under.
+    pub fn id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Claims and runs one edit, if one is claimable. Tests call this to drain the
+    /// queue without timers.
+    pub async fn try_execute_one(&self) -> Result<Option<(Uuid, Outcome)>, ApiError> {
+        let settings = &self.state.settings.worker;
+        let Some(edit) = self
+            .state
+            .store
+            .claim_next_edit(&self.worker_id, settings.lease())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id = edit.id;
+        tracing::info!(edit = %id, attempt = edit.attempts, "edit claimed");
+        self.state
+            .events
+            .publish(id, EditEvent::Status(StatusEvent::of(&edit)));
+
+        let started = Instant::now();
+        let signal = self.state.running.start(id);
+        let progress: ProgressSlot = Arc::new(Mutex::new(None));
+        let beat = heartbeat::spawn(
+            self.state.store.clone(),
+            id,
+            self.worker_id.clone(),
+            settings.lease(),
+            settings.heartbeat(),
+            progress.clone(),
+            signal.clone(),
+        );
+        let result = self.execute(&edit, &signal, &progress).await;
+        beat.abort();
+        self.state.running.finish(id);
+
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            // The store failed while finishing: the lease will lapse and the edit rerun.
+            Err(err) => {
+                tracing::error!(edit = %id, error = %err, "edit attempt aborted");
+                Outcome::Retrying {
+                    error: err.to_string(),
+                }
+            }
+        };
+        m::record_edit(started.elapsed(), outcome.label());
+        tracing::info!(edit = %id, outcome = ?outcome, elapsed = ?started.elapsed(), "edit attempt finished");
+        if let Ok(Some(edit)) = self.state.store.get_edit(id).await {
+            self.state
+                .events
+                .publish(id, EditEvent::Status(StatusEvent::of(&edit)));
+        }
+        Ok(Some((id, outcome)))
+    }
+
+    /// Runs until `shutdown` turns true: executes edits while there are any, otherwise
+    /// waits for the store's wake-up or the poll interval.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let poll = self.state.settings.worker.poll_interval();
+        tracing::info!(worker = %self.worker_id, "edit worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let idle = match self.try_execute_one().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => false,
+                Err(err) => {
+                    tracing::error!(error = %err, "edit worker failed to claim");
+                    true
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = self.state.store.wait_for_work(poll), if !idle => {}
+                _ = tokio::time::sleep(poll), if idle => {}
+            }
+        }
+        tracing::info!(worker = %self.worker_id, "edit worker stopped");
+    }
+
+    async fn execute(
+        &self,
+        edit: &Edit,
+        signal: &Arc<StopSignal>,
+        progress: &ProgressSlot,
+    ) -> Result<Outcome, ApiError> {
+        let store = &self.state.store;
+        let request: B::EditRequest = match serde_json::from_value(edit.request.clone()) {
+            Ok(request) => request,
+            Err(err) => {
+                return self
+                    .fail(edit.id, format!("stored request unreadable: {err}"), false)
+                    .await
+            }
+        };
+        if let Err(err) = self.state.backend.validate_edit(&request) {
+            return self.fail(edit.id, err.to_string(), false).await;
+        }
+        let max_head_retries = self.state.settings.worker.max_head_retries;
+        for _ in 0..=max_head_retries {
+            let head = store.head().await?.number;
+            let parent = self.state.version_deltas(head).await?.ok_or_else(|| {
+                ApiError::Internal(format!("head version {head} cannot be loaded"))
+            })?;
+            let computed = self
+                .compute(edit.id, request.clone(), parent, signal, progress)
+                .await;
+            let computed = match computed {
+                Ok(computed) => computed,
+                Err(err) => return self.after_error(edit.id, err, signal).await,
+            };
+            // A cancel that arrives after the last iteration still wins over committing,
+            // also one asked on another replica that no heartbeat has relayed yet.
+            if let Some(reason) = signal.reason() {
+                return self.after_stop(edit.id, reason).await;
+            }
+            if store
+                .get_edit(edit.id)
+                .await?
+                .is_some_and(|e| e.cancel_requested)
+            {
+                return self.after_stop(edit.id, StopReason::Cancel).await;
+            }
+            let commit = CommitDelta {
+                parent: head,
+                layer: i32::try_from(computed.layer).map_err(|_| {
+                    ApiError::Internal(format!("layer {} out of range", computed.layer))
+                })?,
+                u: computed.u,
+                v: computed.v,
+                model_fingerprint: self.state.backend.summary().fingerprint.clone(),
+                metrics: computed.metrics,
+                gate: None,
+            };
+            match store.commit_edit(edit.id, &self.worker_id, commit).await? {
+                CommitOutcome::Committed(version) => {
+                    self.state.version_deltas(version.number).await?;
+                    return Ok(Outcome::Applied {
+                        version: version.number,
+                    });
+                }
+                CommitOutcome::HeadMoved { head: new_head } => {
+                    tracing::info!(edit = %edit.id, parent = head, head = new_head, "head moved; recomputing");
+                }
+                CommitOutcome::LeaseLost => return Ok(Outcome::LeaseLost),
+            }
+        }
+        self.fail(
+            edit.id,
+            format!(
+                "the head moved {} times while computing",
+                max_head_retries + 1
+            ),
+            true,
+        )
+        .await
+    }
+
+    /// Runs the optimisation on a blocking thread, publishing each iteration.
+    async fn compute(
+        &self,
+        id: Uuid,
+        request: B::EditRequest,
+        parent: B::Deltas,
+        signal: &Arc<StopSignal>,
+        progress: &ProgressSlot,
+    ) -> Result<ComputedEdit, EngineError> {
+        let backend = self.state.backend.clone();
+        let events = self.state.events.clone();
+        let signal = signal.clone();
+        let progress = progress.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut observer = |step: EditProgress| {
+                *progress.lock().expect("progress slot poisoned") = Some(step);
+                events.publish(id, EditEvent::Progress(step));
+                match signal.reason() {
+                    Some(_) => ControlFlow::Break(()),
+                    None => ControlFlow::Continue(()),
+                }
+            };
+            let stopped = || signal.reason().is_some();
+            backend.compute_edit(&request, &parent, &mut observer, &stopped)
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(EngineError::Numerical(format!(
+                "edit computation panicked: {join}"
+            ))),
+        }
+    }
+
+    async fn after_error(
+        &self,
+        id: Uuid,
+        err: EngineError,
+        signal: &StopSignal,
+    ) -> Result<Outcome, ApiError> {
+        if let Some(reason) = signal.reason() {
+            return self.after_stop(id, reason).await;
+        }
+        let retryable = !matches!(
+            err,
+            EngineError::Invalid { .. } | EngineError::Numerical(_) | EngineError::Cancelled
+        );
+        self.fail(id, err.to_string(), retryable).await
+    }
+
+    async fn after_stop(&self, id: Uuid, reason: StopReason) -> Result<Outcome, ApiError> {
+        match reason {
+            StopReason::Cancel => {
+                self.state.store.mark_cancelled(id, &self.worker_id).await?;
+                Ok(Outcome::Cancelled)
+            }
+            StopReason::LeaseLost => Ok(Outcome::LeaseLost),
+            StopReason::Shutdown => {
+                self.state
+                    .store
+                    .fail_attempt(
+                        id,
+                        &self.worker_id,
+                        "interrupted by a server shutdown",
+                        true,
+                    )
+                    .await?;
+                Ok(Outcome::Interrupted)
+            }
+        }
+    }
+
+    async fn fail(&self, id: Uuid, error: String, retryable: bool) -> Result<Outcome, ApiError> {
+        tracing::warn!(edit = %id, %error, retryable, "edit attempt failed");
+        self.state
+            .store
+            .fail_attempt(id, &self.worker_id, &error, retryable)
+            .await?;
+        let requeued = matches!(
+            self.state.store.get_edit(id).await?,
+            Some(edit) if edit.status == refact_store::EditStatus::Queued
+        );
+        Ok(if requeued {
+            Outcome::Retrying { error }
+        } else {
+            Outcome::Failed { error }
+        })
+    }
+}
