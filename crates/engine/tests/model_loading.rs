@@ -91,17 +91,39 @@ fn an_edit_runs_on_the_demo_model_with_its_own_sizes() {
     let data = tempfile::tempdir().unwrap();
     let model = StableDiffusion::load(&spec(ModelSource::Demo, data.path())).unwrap();
     let text = &model.text;
-    assert_eq!(text.encoder.config().intermediate_size, 256, "the demo is not the fixture's size");
+    assert_eq!(
+        text.encoder.config().intermediate_size,
+        256,
+        "the demo is not the fixture's size"
+    );
     let sample = Corpus::Builtin.captions(300).unwrap();
-    let stats = LayerStatistics::compute(&text.encoder, &text.tokenizer, 9, &sample, &text.fingerprint, &mut |_, _| true)
-        .unwrap();
-    let mut request = EditRequest::new("A pack of roses", "A pack of roses", "A pack of blue roses");
+    let stats = LayerStatistics::compute(
+        &text.encoder,
+        &text.tokenizer,
+        9,
+        &sample,
+        &text.fingerprint,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    let mut request =
+        EditRequest::new("A pack of roses", "A pack of roses", "A pack of blue roses");
     request.layer = Some(9);
-    request.hparams = HyperParams { max_steps: 5, ..HyperParams::default() };
-    let edit = request.validate(&text.tokenizer, text.encoder.num_layers()).unwrap();
-    let outcome = compute_edit(&text.encoder, &text.tokenizer, &stats, &edit, &DeltaSet::empty(), &mut |_| {
-        std::ops::ControlFlow::Continue(())
-    })
+    request.hparams = HyperParams {
+        max_steps: 5,
+        ..HyperParams::default()
+    };
+    let edit = request
+        .validate(&text.tokenizer, text.encoder.num_layers())
+        .unwrap();
+    let outcome = compute_edit(
+        &text.encoder,
+        &text.tokenizer,
+        &stats,
+        &edit,
+        &DeltaSet::empty(),
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
     .unwrap();
     assert_eq!(outcome.delta.layer, 9);
     assert_eq!(outcome.delta.u.len(), 256);

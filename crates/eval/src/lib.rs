@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod image_check;
 pub mod metrics;
 pub mod report;
 pub mod runner;

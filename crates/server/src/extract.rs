@@ -53,6 +53,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Deserializes part of a parsed body; a bad field is reported (422 `invalid_body`) by its
+/// JSON path below `prefix` (`""` for the whole body).
+pub fn parse_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let inner = err.path().to_string();
+        let path = match (prefix, inner.as_str()) {
+            ("", inner) => inner.to_string(),
+            (prefix, ".") => prefix.to_string(),
+            (prefix, inner) => format!("{prefix}.{inner}"),
+        };
+        classify(err.into_inner(), &path)
+    })
+}
+
 fn classify(err: serde_json::Error, path: &str) -> ApiError {
     match err.classify() {
         serde_json::error::Category::Data => ApiError::Invalid {

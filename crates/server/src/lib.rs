@@ -10,6 +10,7 @@ pub mod backend;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod gate;
 pub mod generation;
 pub mod metrics;
 pub mod openapi;

@@ -4,9 +4,11 @@
 //! tests' job, on the real engine and the fixture model.
 
 use crate::backend::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
+use crate::gate::{GateMeasurement, GateRequest};
 use crate::settings::Settings;
 use crate::state::AppState;
 use refact_engine::{EngineError, InvalidKind};
+use refact_eval::metrics::{Comparison, SeedTests};
 use refact_store::testing::TestDatabase;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -91,6 +93,36 @@ impl ModelBackend for ScriptedModel {
             v: vec![0.0; 2],
             metrics: serde_json::json!({ "parent_deltas": parent.len() }),
         })
+    }
+
+    /// Every test passes, except that a negative whose `new` is `leak` fails: enough to
+    /// drive gate verdicts without a model.
+    fn measure_gate(
+        &self,
+        _request: &ScriptedRequest,
+        gate: &GateRequest,
+        _parent: &Vec<usize>,
+        _edit: &ComputedEdit,
+        _stopped: &dyn Fn() -> bool,
+    ) -> Result<GateMeasurement, EngineError> {
+        let pass = Comparison::new(1.0, 0.0);
+        let text = SeedTests {
+            seed: 0,
+            efficacy: pass,
+            generality: vec![pass; gate.positives.len()],
+            specificity: gate
+                .negatives
+                .iter()
+                .map(|n| {
+                    if n.new == "leak" {
+                        Comparison::new(0.0, 1.0)
+                    } else {
+                        pass
+                    }
+                })
+                .collect(),
+        };
+        Ok(GateMeasurement { text, images: None })
     }
 
     fn validate_generate(&self, _params: &GenerateParams) -> Result<(), EngineError> {

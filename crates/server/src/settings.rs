@@ -28,6 +28,9 @@ pub struct Settings {
     pub device: String,
     /// UNet/VAE precision: `f32`, `f16`, `bf16` or `auto` (the text encoder is always f32).
     pub dtype: String,
+    /// Folder of a CLIP model (transformers' CLIPModel layout) that scores the images of
+    /// quality gates; empty: gates that ask for image metrics are refused.
+    pub scorer: String,
     pub auth: AuthSettings,
     pub limits: Limits,
     pub worker: WorkerSettings,
@@ -43,6 +46,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             device: "auto".into(),
             dtype: "auto".into(),
+            scorer: String::new(),
             auth: AuthSettings::default(),
             limits: Limits::default(),
             worker: WorkerSettings::default(),

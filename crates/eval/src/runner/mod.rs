@@ -13,13 +13,13 @@ pub mod settings;
 
 use crate::dataset::EvalCase;
 use crate::error::{EvalError, Result};
-use crate::metrics::{Comparison, SeedTests};
+use crate::image_check::{judge, seed_tests};
+use crate::metrics::SeedTests;
 use crate::report;
 use crate::scorer::Scorer;
-use candle_core::Tensor;
 use image::RgbImage;
 use layout::{Layout, Side};
-use plan::{judged_by, mode_jobs, score_texts, unedited_jobs, Slot};
+use plan::{mode_jobs, score_texts, unedited_jobs, Slot};
 use progress::Progress;
 use results::{read_json, write_json, RowResult, RunResults};
 use settings::{Mode, RunSettings};
@@ -296,39 +296,6 @@ fn evaluate_row<B: Backend>(
         after_tests.push(seed_tests(seed, comparisons));
     }
     Ok((after_tests, before_tests))
-}
-
-/// Scores one image against its slot's two texts.
-fn judge(
-    scorer: &Scorer,
-    case: &EvalCase,
-    text_embeds: &Tensor,
-    image: &RgbImage,
-    slot: Slot,
-) -> Result<Comparison> {
-    let logits: Vec<f32> = scorer
-        .logits(&scorer.image_embeds(image)?, text_embeds)?
-        .squeeze(0)?
-        .to_vec1()?;
-    let (wanted, other) = judged_by(case, slot);
-    Ok(Comparison::new(logits[wanted], logits[other]))
-}
-
-fn seed_tests(seed: u64, comparisons: Vec<(Slot, Comparison)>) -> SeedTests {
-    let pick = |want: fn(Slot) -> bool| -> Vec<Comparison> {
-        comparisons
-            .iter()
-            .filter(|(s, _)| want(*s))
-            .map(|(_, c)| *c)
-            .collect()
-    };
-    SeedTests {
-        seed,
-        // `Slot::all` always starts with the edit prompt, so there is exactly one.
-        efficacy: pick(|s| s == Slot::Edit)[0],
-        generality: pick(|s| matches!(s, Slot::Positive(_))),
-        specificity: pick(|s| matches!(s, Slot::Negative(_))),
-    }
 }
 
 fn save_png(image: &RgbImage, path: &Path) -> Result<()> {

@@ -3,6 +3,7 @@
 
 use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
 use crate::error::ApiError;
+use crate::gate::{GateMeasurement, GateRequest};
 use crate::settings::Settings;
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
@@ -13,20 +14,26 @@ use refact_engine::refact::{
 };
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError};
+use refact_eval::Scorer;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 /// A loaded Stable Diffusion model with immutable weights.
 pub struct EngineBackend {
-    model: StableDiffusion,
+    pub(super) model: StableDiffusion,
     stats_cache: StatsCache,
     corpus: Corpus,
     corpus_lines: usize,
     /// Layer statistics already read or computed, by layer (they never change for a model).
     stats: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
     summary: ModelSummary,
+    /// The CLIP model for image gates (setting `scorer`), if one is configured.
+    pub(super) scorer_dir: Option<PathBuf>,
+    /// Loaded on the first image gate: most servers never need it.
+    pub(super) scorer: Mutex<Option<Arc<Scorer>>>,
 }
 
 impl EngineBackend {
@@ -64,6 +71,10 @@ impl EngineBackend {
             corpus_lines: settings.statistics.lines,
             stats: Mutex::new(HashMap::new()),
             summary,
+            scorer_dir: Some(settings.scorer.trim())
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from),
+            scorer: Mutex::new(None),
         })
     }
 
@@ -108,7 +119,7 @@ impl EngineBackend {
         Ok(computed)
     }
 
-    fn scheduler(&self, name: Option<&str>) -> Result<SchedulerKind, EngineError> {
+    pub(super) fn scheduler(&self, name: Option<&str>) -> Result<SchedulerKind, EngineError> {
         match name {
             Some(name) => SchedulerKind::from_str(name),
             None => Ok(self
@@ -204,6 +215,17 @@ impl ModelBackend for EngineBackend {
             v: outcome.delta.v,
             metrics,
         })
+    }
+
+    fn measure_gate(
+        &self,
+        request: &EditRequest,
+        gate: &GateRequest,
+        parent: &DeltaSet,
+        edit: &ComputedEdit,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<GateMeasurement, EngineError> {
+        self.measure_gate_on_engine(request, gate, parent, edit, stopped)
     }
 
     fn validate_generate(&self, params: &GenerateParams) -> Result<(), EngineError> {

@@ -5,7 +5,9 @@
 //! may run tensor code: callers run it on a dedicated thread, never on the async runtime.
 
 pub mod engine;
+mod engine_gate;
 
+use crate::gate::{GateMeasurement, GateRequest};
 use refact_engine::EngineError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,19 @@ pub trait ModelBackend: Send + Sync + 'static {
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
         stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError>;
+
+    /// Measures a quality gate on an edit computed on `parent`: the text-space tests of
+    /// the edit (edit prompt, the gate's positives and negatives) and, when the gate asks,
+    /// the image tests scored by the configured CLIP model. `stopped` is polled between
+    /// images.
+    fn measure_gate(
+        &self,
+        request: &Self::EditRequest,
+        gate: &GateRequest,
+        parent: &Self::Deltas,
+        edit: &ComputedEdit,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<GateMeasurement, EngineError>;
 
     /// Checks generation settings that only the model can judge (scheduler names,
     /// sizes it cannot render, prompt length in tokens).

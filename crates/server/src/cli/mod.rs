@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod migrate;
 pub mod model_args;
+mod push;
 mod score;
 mod serve;
 mod token;
@@ -44,6 +45,8 @@ pub enum Command {
     Score(score::Args),
     /// The paper's evaluation (efficacy, generality, specificity) on RoAD or TIMED.
     Eval(eval::Args),
+    /// Submit a file of edits to a server, wait, report, and promote an alias if all pass.
+    Push(push::Args),
 }
 
 /// Logs go to stderr so that commands can print results on stdout.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args)?,
         Command::Score(args) => score::run(args)?,
         Command::Eval(args) => eval::run(args)?,
+        Command::Push(args) => return push::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

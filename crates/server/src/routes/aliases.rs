@@ -53,6 +53,9 @@ impl From<Alias> for AliasView {
 #[serde(deny_unknown_fields)]
 pub struct SetAliasRequest {
     pub version: i64,
+    /// Point at the version even though it contains an edit whose quality gate failed.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Alias names: 1–64 of `a-z 0-9 - _ .`, starting with a letter (so that a name is
@@ -108,7 +111,9 @@ pub async fn get_alias<B: ModelBackend>(
     Ok(Json(alias.into()))
 }
 
-/// Point an alias at a version (creating it if needed).
+/// Point an alias at a version (creating it if needed). A version that contains an edit
+/// whose quality gate failed (applied and not reverted by then) is refused unless
+/// `force` is set.
 #[utoipa::path(
     put, path = "/aliases/{name}", tag = "aliases",
     params(("name" = String, Path)),
@@ -116,6 +121,7 @@ pub async fn get_alias<B: ModelBackend>(
     responses(
         (status = 200, body = AliasView),
         (status = 404, description = "Unknown version", body = ErrorBody),
+        (status = 409, description = "The version contains a failed gate (`gate_failed`)", body = ErrorBody),
         (status = 422, description = "Bad alias name", body = ErrorBody),
     ),
     security(("bearer" = ["edit"]))
@@ -129,6 +135,22 @@ pub async fn set_alias<B: ModelBackend>(
     check_alias_name(&name)?;
     if state.store.get_version(body.version).await?.is_none() {
         return Err(version_not_found(&body.version.to_string()));
+    }
+    let failed = state.store.failed_gates_in(body.version).await?;
+    if !failed.is_empty() {
+        if !body.force {
+            let list: Vec<String> = failed.iter().map(i64::to_string).collect();
+            return Err(ApiError::conflict(
+                "gate_failed",
+                format!(
+                    "version {} contains edits whose quality gate failed (versions {}); \
+                     revert them, or set `force: true`",
+                    body.version,
+                    list.join(", ")
+                ),
+            ));
+        }
+        tracing::warn!(alias = %name, version = body.version, ?failed, "alias forced onto a version with failed gates");
     }
     let alias = state.store.set_alias(&name, body.version).await?;
     Ok(Json(alias.into()))

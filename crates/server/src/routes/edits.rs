@@ -5,6 +5,7 @@ use crate::backend::ModelBackend;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{EditEvent, StatusEvent};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::gate::{split_submission, GateRequest, EDIT_GATE_FIELD};
 use crate::state::AppState;
 use crate::worker::StopReason;
 use axum::extract::State;
@@ -111,6 +112,9 @@ pub struct EditRequestDoc {
     /// Text-encoder layer to edit (default: 7 of 12).
     layer: Option<usize>,
     hparams: Option<HyperParamsDoc>,
+    /// A quality gate measured after the edit; the new version is marked `passed` or
+    /// `failed` (see docs/API.md).
+    gate: Option<GateRequest>,
 }
 
 /// ReFACT's optimisation settings; each defaults to the paper's value.
@@ -141,7 +145,8 @@ pub struct EditListQuery {
 }
 
 /// Submit an edit. It is queued and runs in the background; follow it with
-/// `GET /edits/{id}` or `GET /edits/{id}/events`.
+/// `GET /edits/{id}` or `GET /edits/{id}/events`. With a `gate`, the worker measures the
+/// edit after computing it and the new version records the metrics and the verdict.
 #[utoipa::path(
     post, path = "/edits", tag = "edits",
     request_body = EditRequestDoc,
@@ -158,12 +163,23 @@ pub async fn create_edit<B: ModelBackend>(
     State(state): State<AppState<B>>,
     auth: Authorized<auth::Edit>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<B::EditRequest>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
+    let (request, gate) = split_submission::<B::EditRequest>(body)?;
     state.backend.validate_edit(&request)?;
-    let request = serde_json::to_value(&request)
+    if let Some(gate) = &gate {
+        gate.validate(&state.settings)?;
+    }
+    // Stored with every default filled in, so that the worker and readers see exactly
+    // what will run.
+    let mut request = serde_json::to_value(&request)
         .map_err(|e| ApiError::Internal(format!("edit request does not serialise: {e}")))?;
+    if let (Some(gate), Some(fields)) = (gate, request.as_object_mut()) {
+        let gate = serde_json::to_value(gate)
+            .map_err(|e| ApiError::Internal(format!("gate does not serialise: {e}")))?;
+        fields.insert(EDIT_GATE_FIELD.to_string(), gate);
+    }
     let new_edit = NewEdit {
         request_hash: request_hash(&request),
         request,

@@ -1,7 +1,8 @@
 //! The edit worker: claims queued edits from the store and runs them one at a time.
 //!
 //! For each claimed edit: renew the lease in the background, compute the edit against the
-//! current head (on a blocking thread), commit it only if the head is still its parent
+//! current head (on a blocking thread), measure its quality gate if the request has one,
+//! commit it (with the gate's verdict) only if the head is still its parent
 //! (otherwise recompute on the new head), and stream every iteration to subscribers. A
 //! cancel or a lost lease stops the computation within one iteration. Errors that could
 //! pass (I/O, device) go back to the queue until the edit's attempts are spent; errors
@@ -17,6 +18,7 @@ pub use stop::{RunningEdits, StopReason, StopSignal};
 use crate::backend::{ComputedEdit, EditProgress, ModelBackend};
 use crate::error::ApiError;
 use crate::events::{EditEvent, StatusEvent};
+use crate::gate::{split_submission, verdict, GateMeasurement, GateRequest};
 use crate::metrics as m;
 use crate::state::AppState;
 use heartbeat::ProgressSlot;
@@ -170,8 +172,8 @@ impl<B: ModelBackend> EditWorker<B> {
         progress: &ProgressSlot,
     ) -> Result<Outcome, ApiError> {
         let store = &self.state.store;
-        let request: B::EditRequest = match serde_json::from_value(edit.request.clone()) {
-            Ok(request) => request,
+        let (request, gate) = match split_submission::<B::EditRequest>(edit.request.clone()) {
+            Ok(parts) => parts,
             Err(err) => {
                 return self
                     .fail(edit.id, format!("stored request unreadable: {err}"), false)
@@ -188,11 +190,23 @@ impl<B: ModelBackend> EditWorker<B> {
                 ApiError::Internal(format!("head version {head} cannot be loaded"))
             })?;
             let computed = self
-                .compute(edit.id, request.clone(), parent, signal, progress)
+                .compute(edit.id, request.clone(), parent.clone(), signal, progress)
                 .await;
             let computed = match computed {
                 Ok(computed) => computed,
                 Err(err) => return self.after_error(edit.id, err, signal).await,
+            };
+            let verdict = match &gate {
+                None => None,
+                Some(gate) => {
+                    let measured = self
+                        .measure_gate(&request, gate, parent, &computed, signal)
+                        .await;
+                    match measured {
+                        Ok(measured) => Some(verdict(gate, &measured)),
+                        Err(err) => return self.after_error(edit.id, err, signal).await,
+                    }
+                }
             };
             // A cancel that arrives after the last iteration still wins over committing,
             // also one asked on another replica that no heartbeat has relayed yet.
@@ -215,7 +229,7 @@ impl<B: ModelBackend> EditWorker<B> {
                 v: computed.v,
                 model_fingerprint: self.state.backend.summary().fingerprint.clone(),
                 metrics: computed.metrics,
-                gate: None,
+                gate: verdict,
             };
             match store.commit_edit(edit.id, &self.worker_id, commit).await? {
                 CommitOutcome::Committed(version) => {
@@ -270,6 +284,30 @@ impl<B: ModelBackend> EditWorker<B> {
             Ok(result) => result,
             Err(join) => Err(EngineError::Numerical(format!(
                 "edit computation panicked: {join}"
+            ))),
+        }
+    }
+
+    /// Measures the edit's quality gate on a blocking thread (images can take minutes).
+    async fn measure_gate(
+        &self,
+        request: &B::EditRequest,
+        gate: &GateRequest,
+        parent: B::Deltas,
+        computed: &ComputedEdit,
+        signal: &Arc<StopSignal>,
+    ) -> Result<GateMeasurement, EngineError> {
+        let backend = self.state.backend.clone();
+        let (request, gate, computed) = (request.clone(), gate.clone(), computed.clone());
+        let signal = signal.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let stopped = || signal.reason().is_some();
+            backend.measure_gate(&request, &gate, &parent, &computed, &stopped)
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(EngineError::Numerical(format!(
+                "quality gate panicked: {join}"
             ))),
         }
     }

@@ -30,3 +30,5 @@ mod cli;
 mod concurrency;
 mod crash_recovery;
 mod edit_lifecycle;
+mod gates;
+mod push;

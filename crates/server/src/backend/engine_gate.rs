@@ -1,0 +1,133 @@
+//! Quality gates on the engine: the text-space check on the edited text encoder and,
+//! when asked, images of the edited version scored by the configured CLIP model.
+
+use super::engine::EngineBackend;
+use super::ComputedEdit;
+use crate::gate::{GateMeasurement, GateRequest, ImageGate};
+use candle_core::DType;
+use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::pipeline::GenerateParams as PipelineParams;
+use refact_engine::refact::EditRequest;
+use refact_engine::{image_io, EngineError, InvalidKind};
+use refact_eval::dataset::{EvalCase, Negative, Positive};
+use refact_eval::image_check::image_tests;
+use refact_eval::text_check::check_edit;
+use refact_eval::{EvalError, Scorer};
+use std::path::Path;
+use std::sync::Arc;
+
+impl EngineBackend {
+    /// See [`super::ModelBackend::measure_gate`].
+    pub(super) fn measure_gate_on_engine(
+        &self,
+        request: &EditRequest,
+        gate: &GateRequest,
+        parent: &DeltaSet,
+        edit: &ComputedEdit,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<GateMeasurement, EngineError> {
+        let case = gate_case(request, gate);
+        let edited = parent.with(Arc::new(Delta {
+            layer: edit.layer,
+            u: edit.u.clone(),
+            v: edit.v.clone(),
+        }));
+        let text = check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?;
+        let images = match &gate.images {
+            None => None,
+            Some(images) => Some(self.image_gate(&case, images, &edited, stopped)?),
+        };
+        Ok(GateMeasurement { text, images })
+    }
+
+    fn image_gate(
+        &self,
+        case: &EvalCase,
+        images: &ImageGate,
+        edited: &DeltaSet,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<refact_eval::metrics::SeedTests>, EngineError> {
+        let scorer = self.scorer()?;
+        let size = images.size.unwrap_or(self.model.info.default_size.0);
+        let scheduler = self.scheduler(None)?;
+        let mut generate = |prompt: &str, seed: u64| -> refact_eval::Result<image::RgbImage> {
+            let params = PipelineParams {
+                steps: images.steps,
+                guidance_scale: images.guidance_scale,
+                width: size,
+                height: size,
+                seed,
+                ..PipelineParams::new(prompt, scheduler)
+            };
+            let image = self
+                .model
+                .generate(&params, edited, &mut |_, _| !stopped())?;
+            Ok(image_io::to_rgb8(&image)?)
+        };
+        image_tests(&scorer, case, &images.seeds, &mut generate).map_err(engine_error)
+    }
+
+    /// The CLIP scorer named by the `scorer` setting, loaded on first use.
+    fn scorer(&self) -> Result<Arc<Scorer>, EngineError> {
+        let mut slot = self.scorer.lock().expect("scorer slot poisoned");
+        if let Some(scorer) = slot.as_ref() {
+            return Ok(scorer.clone());
+        }
+        let dir = self.scorer_dir.as_deref().ok_or_else(|| {
+            EngineError::invalid(
+                InvalidKind::BadGenerationSetting,
+                "gate.images",
+                "no CLIP scorer is configured (setting `scorer`)",
+            )
+        })?;
+        tracing::info!(scorer = %dir.display(), "loading the gate's CLIP scorer");
+        let device = self.model.text.encoder.device().clone();
+        let scorer = Arc::new(load_scorer(dir, &device)?);
+        *slot = Some(scorer.clone());
+        Ok(scorer)
+    }
+}
+
+fn load_scorer(dir: &Path, device: &candle_core::Device) -> Result<Scorer, EngineError> {
+    Scorer::load(dir, device, DType::F32).map_err(engine_error)
+}
+
+/// The edit and the gate's prompts as one evaluation case.
+fn gate_case(request: &EditRequest, gate: &GateRequest) -> EvalCase {
+    EvalCase {
+        row: 1,
+        kind: None,
+        edit_prompt: request.prompt.clone(),
+        source: request.source.clone(),
+        target: request.target.clone(),
+        oracle: None,
+        positives: gate
+            .positives
+            .iter()
+            .map(|p| Positive {
+                prompt: p.prompt.clone(),
+                old: p.old.clone(),
+                new: p.new.clone(),
+                oracle: None,
+            })
+            .collect(),
+        negatives: gate
+            .negatives
+            .iter()
+            .map(|n| Negative {
+                prompt: n.prompt.clone(),
+                new: n.new.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Engine errors keep their kind (a cancel stays a cancel); the rest are reported as
+/// what they are, retryable when they came from I/O.
+fn engine_error(err: EvalError) -> EngineError {
+    match err {
+        EvalError::Engine(err) => err,
+        EvalError::Io { path, source } => EngineError::io(path, source),
+        other => EngineError::Numerical(format!("quality gate: {other}")),
+    }
+}

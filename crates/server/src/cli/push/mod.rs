@@ -1,0 +1,210 @@
+//! `refact push facts.yaml --server URL --token T [--promote NAME]`: the CI client.
+//!
+//! Submits every edit of a facts file with an idempotency key derived from its content
+//! (pushing the same file again creates nothing new and reports the edits it made the
+//! first time), waits for all of them with progress on stderr, prints a summary table on
+//! stdout, and moves the alias to the newest of its versions only when every edit applied
+//! and passed its gate. Exit status: 0 when all passed (and the alias moved, if asked),
+//! 1 otherwise.
+
+mod client;
+mod facts;
+mod summary;
+
+use anyhow::{bail, Context};
+use client::{ApiClient, Submitted};
+use facts::{read_facts, Fact};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use summary::FactOutcome;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The facts file: `edits:` followed by a list of `POST /edits` bodies, in YAML.
+    pub file: PathBuf,
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "REFACT_SERVER")]
+    pub server: String,
+    /// An API token with the `edit` scope (`refact token create`).
+    #[arg(long, env = "REFACT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Point this alias at the newest version of the push once every edit passed.
+    #[arg(long, value_name = "ALIAS")]
+    pub promote: Option<String>,
+    /// Give up waiting for the edits after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+    /// How often to ask the server how the edits are doing, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
+/// One submitted fact and what is known about it so far.
+struct Tracked {
+    fact: Fact,
+    id: String,
+    created: bool,
+    edit: Value,
+    /// What was last reported on stderr, to print only changes.
+    reported: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let facts = read_facts(&args.file)?;
+    let client = ApiClient::new(&args.server, args.token.clone())?;
+    super::runtime()?.block_on(push(&args, &client, facts))
+}
+
+async fn push(args: &Args, client: &ApiClient, facts: Vec<Fact>) -> anyhow::Result<ExitCode> {
+    let total = facts.len();
+    let mut tracked = Vec::with_capacity(total);
+    for fact in facts {
+        let submitted = client
+            .submit(&fact.body, &fact.idempotency_key)
+            .await
+            .with_context(|| format!("edit {} ({}) was refused", fact.index, fact.label()))?;
+        let (edit, created) = match submitted {
+            Submitted::Created(edit) => (edit, true),
+            Submitted::Existing(edit) => (edit, false),
+        };
+        let id = edit["id"]
+            .as_str()
+            .context("the server returned no edit id")?
+            .to_string();
+        let what = if created { "queued" } else { "already pushed" };
+        eprintln!(
+            "[{}/{total}] {what}: {} (edit {id})",
+            fact.index,
+            fact.label()
+        );
+        tracked.push(Tracked {
+            fact,
+            id,
+            created,
+            edit,
+            reported: String::new(),
+        });
+    }
+
+    wait_for_all(args, client, &mut tracked).await?;
+
+    let mut outcomes = Vec::with_capacity(total);
+    for t in tracked {
+        outcomes.push(outcome(client, t).await?);
+    }
+    print!("{}", summary::render(&outcomes));
+    let all_passed = outcomes.iter().all(FactOutcome::succeeded);
+    if !all_passed {
+        let failed = outcomes.iter().filter(|o| !o.succeeded()).count();
+        eprintln!("{failed} of {total} edits failed or missed their gate");
+        if let Some(alias) = &args.promote {
+            eprintln!("alias `{alias}` left where it was");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(alias) = &args.promote {
+        let newest = outcomes
+            .iter()
+            .filter_map(|o| o.version)
+            .max()
+            .context("no version to promote")?;
+        match client.set_alias(alias, newest).await {
+            Ok(_) => println!("alias {alias} -> version {newest}"),
+            Err(err) => {
+                eprintln!("alias `{alias}` was not moved: {err:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls every unfinished edit until all are applied, failed or cancelled, reporting
+/// status changes and optimisation progress on stderr.
+async fn wait_for_all(
+    args: &Args,
+    client: &ApiClient,
+    tracked: &mut [Tracked],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let total = tracked.len();
+    loop {
+        let mut pending = 0;
+        for t in tracked.iter_mut() {
+            if is_terminal(&t.edit) {
+                continue;
+            }
+            t.edit = client.edit(&t.id).await?;
+            let line = progress_line(&t.edit);
+            if line != t.reported {
+                eprintln!("[{}/{total}] {line}", t.fact.index);
+                t.reported = line;
+            }
+            if !is_terminal(&t.edit) {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{pending} edits still unfinished after {} s; they keep running on the server, \
+                 and pushing the same file again picks them up",
+                args.timeout_secs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+    }
+}
+
+fn is_terminal(edit: &Value) -> bool {
+    matches!(
+        edit["status"].as_str(),
+        Some("applied" | "failed" | "cancelled")
+    )
+}
+
+/// `running: iteration 12, p(target) 0.53`, or just the status.
+fn progress_line(edit: &Value) -> String {
+    let status = edit["status"].as_str().unwrap_or("unknown");
+    let progress = &edit["progress"];
+    match (
+        status,
+        progress["iteration"].as_u64(),
+        progress["probability"].as_f64(),
+    ) {
+        ("running", Some(iteration), Some(p)) => {
+            format!("running: iteration {iteration}, p(target) {p:.2}")
+        }
+        ("applied", ..) => format!("applied as version {}", edit["version"]),
+        ("failed", ..) => format!("failed: {}", edit["error"].as_str().unwrap_or("")),
+        _ => status.to_string(),
+    }
+}
+
+async fn outcome(client: &ApiClient, t: Tracked) -> anyhow::Result<FactOutcome> {
+    let version = t.edit["version"].as_i64();
+    let (gate_status, gate_metrics) = match version {
+        Some(number) => {
+            let v = client.version(number).await?;
+            (
+                v["gate_status"].as_str().map(str::to_string),
+                Some(v["gate_metrics"].clone()).filter(|m| !m.is_null()),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(FactOutcome {
+        status: t.edit["status"].as_str().unwrap_or("unknown").to_string(),
+        error: t.edit["error"].as_str().map(str::to_string),
+        edit_id: t.id,
+        created: t.created,
+        version,
+        gate_status,
+        gate_metrics,
+        fact: t.fact,
+    })
+}
