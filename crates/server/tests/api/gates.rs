@@ -10,6 +10,36 @@ on_both_databases!(
     a_bad_gate_is_refused_and_nothing_is_stored
 );
 
+/// The image half of a gate runs the same on either database: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_gate_renders_every_prompt_and_seed_and_stores_clip_metrics() {
+    let scorer = crate::helpers::fixture_model().join("clip-scorer");
+    let app = spawn_app(Db::Sqlite, |s| {
+        s.worker.enabled = false;
+        s.scorer = scorer.display().to_string();
+    })
+    .await;
+    let mut body = gated_edit("Prince William", unrelated_negative("Prince William"));
+    // The fixture's images are noise, so CLIP's verdicts mean nothing: no thresholds.
+    body["gate"]["min_efficacy"] = json!(0.0);
+    body["gate"]["min_generality"] = json!(0.0);
+    body["gate"]["min_specificity"] = json!(0.0);
+    body["gate"]["images"] = json!({"seeds": [3, 4], "steps": 2, "size": 64});
+    let id = app.submit_edit(&body).await;
+    assert_eq!(app.drain_queue().await, 1);
+    let edit = app.get_json(&format!("/edits/{id}")).await;
+    assert_eq!(edit["status"], "applied", "{edit}");
+    let version = app.get_json("/versions/1").await;
+    assert_eq!(version["gate_status"], "passed", "{version}");
+    let images = &version["gate_metrics"]["images"];
+    // One efficacy, one positive and one negative test per seed, averaged over 2 seeds.
+    for metric in ["efficacy", "generality", "specificity"] {
+        assert_eq!(images[metric]["seeds"], 2, "{metric}: {images}");
+        let mean = images[metric]["mean"].as_f64().unwrap();
+        assert!([0.0, 0.5, 1.0].contains(&mean), "{metric}: {images}");
+    }
+}
+
 /// The fixture edit (the paper's default optimisation) with a gate.
 pub fn gated_edit(target: &str, negatives: Value) -> Value {
     json!({
