@@ -55,6 +55,7 @@ fn arg_value(args: &[String], flag: &str) -> Option<String> {
 }
 
 fn main() {
+    refact_engine::device::prefer_single_threaded_elementwise_ops();
     let args: Vec<String> = std::env::args().collect();
     let device = arg_value(&args, "--device")
         .or_else(|| std::env::var("REFACT_DEVICE").ok())

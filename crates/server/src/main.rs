@@ -5,6 +5,7 @@ use clap::Parser;
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    refact_engine::device::prefer_single_threaded_elementwise_ops();
     let args = cli::Cli::parse();
     cli::init_tracing();
     match cli::run(args) {

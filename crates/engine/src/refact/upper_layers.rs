@@ -5,8 +5,9 @@
 //! s never change and rows after the first EOS e are never read: each step recomputes
 //! only rows s..=e of each prompt ("active rows", packed together), with the keys and
 //! values of the rows before s taken from a cache of the δ-free pass. In the last layer
-//! only the EOS rows are computed. For the paper's templates this is about a third of
-//! the rows a padded batch would run, and the result is exactly the same.
+//! only the EOS rows are computed, and positions past the last EOS are dropped. For the
+//! paper's templates this is about a third of the rows a padded batch would run, and the
+//! result is exactly the same.
 
 use crate::deltas::PreparedDeltas;
 use crate::error::Result;
@@ -45,6 +46,13 @@ impl<'a> UpperLayers<'a> {
         subject_positions: &[usize],
         eos_positions: &[usize],
     ) -> Result<Self> {
+        // Attention is causal, so positions past the last EOS never influence a row that
+        // is read: drop them (77 → about 13 for the paper's templates) and every step's
+        // keys, values and attention shrink with them. The result is exactly the same.
+        let width = eos_positions.iter().max().map_or(0, |e| e + 1);
+        let stream = stream
+            .narrow(1, 0, width.min(stream.dim(1)?))?
+            .contiguous()?;
         let (b, t, d) = stream.dims3()?;
         let dtype = stream.dtype();
         let device = stream.device().clone();
