@@ -85,6 +85,22 @@ pub fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
     Ok(dtype)
 }
 
+/// Makes candle run elementwise CPU ops on the calling thread unless the user chose
+/// otherwise (`CANDLE_NUM_THREADS`). Call first thing in `main`, before any other thread
+/// exists: candle reads the variable once.
+///
+/// Why: candle 0.11 runs elementwise ops on a spinning barrier pool while matrix
+/// products run on rayon's threads; on a small machine the two pools fight for the same
+/// cores. Measured on the 2-core CI machine, release, ViT-L/14 sizes: a 100-step ReFACT
+/// edit 11.1 s → 9.7 s, text encoder (10 × 12 tokens) 0.18–0.21 → 0.15 s, UNet step
+/// unchanged, VAE decode 4% slower. Matrix products keep every core either way.
+pub fn prefer_single_threaded_elementwise_ops() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Safe in edition 2021; sound here because no other thread runs yet.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,21 +127,5 @@ mod tests {
         assert_eq!(parse_dtype("auto", &Device::Cpu).unwrap(), DType::F32);
         assert!(parse_dtype("f16", &Device::Cpu).is_err());
         assert!(parse_dtype("bf16", &Device::Cpu).is_err());
-    }
-}
-
-/// Makes candle run elementwise CPU ops on the calling thread unless the user chose
-/// otherwise (`CANDLE_NUM_THREADS`). Call first thing in `main`, before any other thread
-/// exists: candle reads the variable once.
-///
-/// Why: candle 0.11 runs elementwise ops on a spinning barrier pool while matrix
-/// products run on rayon's threads; on a small machine the two pools fight for the same
-/// cores. Measured on the 2-core CI machine, release, ViT-L/14 sizes: a 100-step ReFACT
-/// edit 11.1 s → 9.7 s, text encoder (10 × 12 tokens) 0.18–0.21 → 0.15 s, UNet step
-/// unchanged, VAE decode 4% slower. Matrix products keep every core either way.
-pub fn prefer_single_threaded_elementwise_ops() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // Safe in edition 2021; sound here because no other thread runs yet.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }

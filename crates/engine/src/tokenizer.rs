@@ -194,6 +194,6 @@ fn read_max_length(path: &Path) -> usize {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|json| json.get("model_max_length").and_then(|v| v.as_u64()))
         .map(|n| n as usize)
-        .filter(|&n| n >= 2 && n <= DEFAULT_MAX_LENGTH)
+        .filter(|&n| (2..=DEFAULT_MAX_LENGTH).contains(&n))
         .unwrap_or(DEFAULT_MAX_LENGTH)
 }

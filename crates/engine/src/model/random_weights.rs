@@ -46,7 +46,7 @@ impl RandomWeights {
         let n = shape.elem_count();
         let dims = shape.dims();
         let leaf = name.rsplit('.').next().unwrap_or(name);
-        let parent = name.rsplitn(2, '.').nth(1).unwrap_or("");
+        let parent = name.rsplit_once('.').map_or("", |(parent, _)| parent);
         let is_norm =
             parent.contains("norm") || parent.ends_with("ln") || parent.contains("group_norm");
         if leaf == "bias" || leaf == "beta" {

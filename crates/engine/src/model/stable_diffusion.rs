@@ -76,7 +76,7 @@ impl StableDiffusion {
         let unet = UNet2DConditionModel::load(folder, device, dtype)?;
         let vae = Vae::load(folder, device, dtype)?;
         let scheduler_config =
-            SchedulerConfig::from_file(&folder.join("scheduler/scheduler_config.json"))?;
+            SchedulerConfig::from_file(folder.join("scheduler/scheduler_config.json"))?;
         let config = text.encoder.config();
         let (h, w) = unet
             .config()

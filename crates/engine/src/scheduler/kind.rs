@@ -83,6 +83,16 @@ impl FromStr for SchedulerKind {
     }
 }
 
+/// Serialised as its API name (`pndm`, `ddim`, `euler`, `dpmpp-2m`).
+impl serde::Serialize for SchedulerKind {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,15 +125,5 @@ mod tests {
         }
         assert_eq!(SchedulerKind::from_class_name("LMSDiscreteScheduler"), None);
         assert_eq!(SchedulerKind::from_class_name("pndm"), None);
-    }
-}
-
-/// Serialised as its API name (`pndm`, `ddim`, `euler`, `dpmpp-2m`).
-impl serde::Serialize for SchedulerKind {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
     }
 }

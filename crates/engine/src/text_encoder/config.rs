@@ -66,7 +66,8 @@ impl ClipTextConfig {
                 ))
             }
         };
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
             return Err(EngineError::config(
                 path,
                 format!(
