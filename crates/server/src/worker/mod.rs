@@ -268,7 +268,7 @@ impl<B: ModelBackend> EditWorker<B> {
         let events = self.state.events.clone();
         let signal = signal.clone();
         let progress = progress.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        on_blocking_thread("edit computation", move || {
             let mut observer = |step: EditProgress| {
                 *progress.lock().expect("progress slot poisoned") = Some(step);
                 events.publish(id, EditEvent::Progress(step));
@@ -279,13 +279,8 @@ impl<B: ModelBackend> EditWorker<B> {
             };
             let stopped = || signal.reason().is_some();
             backend.compute_edit(&request, &parent, &mut observer, &stopped)
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(join) => Err(EngineError::Numerical(format!(
-                "edit computation panicked: {join}"
-            ))),
-        }
+        })
+        .await
     }
 
     /// Measures the edit's quality gate on a blocking thread (images can take minutes).
@@ -300,16 +295,11 @@ impl<B: ModelBackend> EditWorker<B> {
         let backend = self.state.backend.clone();
         let (request, gate, computed) = (request.clone(), gate.clone(), computed.clone());
         let signal = signal.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        on_blocking_thread("quality gate", move || {
             let stopped = || signal.reason().is_some();
             backend.measure_gate(&request, &gate, &parent, &computed, &stopped)
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(join) => Err(EngineError::Numerical(format!(
-                "quality gate panicked: {join}"
-            ))),
-        }
+        })
+        .await
     }
 
     async fn after_error(
@@ -365,5 +355,17 @@ impl<B: ModelBackend> EditWorker<B> {
         } else {
             Outcome::Failed { error }
         })
+    }
+}
+
+/// Runs tensor work off the async runtime; a panic in it fails the attempt like a
+/// numerical error (not retried) instead of taking the worker down.
+async fn on_blocking_thread<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(EngineError::Numerical(format!("{what} panicked: {join}"))),
     }
 }

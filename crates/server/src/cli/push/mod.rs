@@ -79,12 +79,14 @@ async fn push(args: &Args, client: &ApiClient, facts: Vec<Fact>) -> anyhow::Resu
             fact.index,
             fact.label()
         );
+        // The submission line already says where it stands: report only changes.
+        let reported = progress_line(&edit);
         tracked.push(Tracked {
             fact,
             id,
             created,
             edit,
-            reported: String::new(),
+            reported,
         });
     }
 
