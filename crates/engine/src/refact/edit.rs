@@ -184,9 +184,10 @@ pub fn compute_edit(
         &edit.rewriting_indices,
         &rewriting.eos,
     )?;
+    let scored = same_path_candidates(tokenizer, edit, &upper, &candidates)?;
     let objective = Objective::new(
         upper,
-        candidates.clone(),
+        scored,
         edit.request.hparams.weight_decay,
         target_init_norm,
     );
@@ -247,6 +248,48 @@ pub fn compute_edit(
     })
 }
 
+/// The candidates as the objective scores them: a candidate that is the same text as a
+/// rewriting prompt (the source is often the edit prompt itself, as in every TIMED edit)
+/// takes that prompt's δ-free representation from the very computation that δ flows
+/// through, instead of the full encoder's.
+///
+/// Both are the same value up to rounding, but not bit for bit (packed rows vs a padded
+/// batch). The reference computes both with one encoder, so their distance at δ = 0 is
+/// exactly 0 and contributes no gradient; a distance of 1e-7 instead gives a gradient
+/// of full length pointing along rounding noise, which Adam then follows (issue 10).
+fn same_path_candidates(
+    tokenizer: &ClipTokenizer,
+    edit: &ValidatedEdit,
+    upper: &UpperLayers,
+    candidates: &Tensor,
+) -> Result<Tensor> {
+    let prompt_ids = edit
+        .rewriting_prompts
+        .iter()
+        .map(|p| tokenizer.encode(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut matches = Vec::new();
+    for (c, text) in edit.candidates.iter().enumerate() {
+        let ids = tokenizer.encode(text)?;
+        if let Some(p) = prompt_ids.iter().position(|p| *p == ids) {
+            matches.push((c, p));
+        }
+    }
+    if matches.is_empty() {
+        return Ok(candidates.clone());
+    }
+    let hidden = candidates.dim(1)?;
+    let zero = Tensor::zeros(hidden, candidates.dtype(), candidates.device())?;
+    let at_zero = upper.pooled(&zero)?;
+    let rows = (0..edit.candidates.len())
+        .map(|c| match matches.iter().find(|(m, _)| *m == c) {
+            Some(&(_, p)) => at_zero.i(p),
+            None => candidates.i(c),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
 fn text_check(
     encoder: &ClipTextEncoder,
     tokenizer: &ClipTokenizer,
@@ -297,10 +340,7 @@ mod gradient_check {
     use candle_core::{DType, Device};
 
     fn fixture() -> std::path::PathBuf {
-        std::env::var_os("REFACT_SHARED_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into())
-            .join("fixtures/tiny-sd")
+        refact_testkit::fixture_dir()
     }
 
     #[test]

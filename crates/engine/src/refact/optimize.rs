@@ -64,7 +64,7 @@ impl<'a> Objective<'a> {
         let diff = pooled
             .unsqueeze(1)?
             .broadcast_sub(&self.candidates.unsqueeze(0)?)?;
-        let distances = diff.sqr()?.sum(D::Minus1)?.sqrt()?;
+        let distances = euclidean_from_squared(&diff.sqr()?.sum(D::Minus1)?)?;
         let log_probs = candle_nn::ops::log_softmax(&distances.neg()?, D::Minus1)?;
         let target_log_prob = log_probs.narrow(1, 0, 1)?.squeeze(1)?;
         let data_loss = target_log_prob.mean_all()?.neg()?;
@@ -116,6 +116,19 @@ impl<'a> Objective<'a> {
             gradient,
         })
     }
+}
+
+/// √s, differentiable, with the gradient PyTorch's `cdist` gives where s = 0: none.
+///
+/// A distance is exactly 0 when a candidate is the same text as a rewriting prompt and
+/// δ has not moved it yet (the source is often the edit prompt itself). √'s derivative
+/// is infinite there, and the direction it multiplies is 0/0; the reference defines the
+/// whole term as 0, so a zero distance pulls δ nowhere. Adding 1 under the root only
+/// where s = 0 (a constant mask, outside the graph) keeps the value exact (√1 − 1 = 0)
+/// and makes the chain rule give 0.5 · 2(x − c) = 0.
+fn euclidean_from_squared(squared: &Tensor) -> Result<Tensor> {
+    let at_zero = squared.eq(0.0)?.to_dtype(squared.dtype())?.detach();
+    Ok((squared + &at_zero)?.sqrt()?.sub(&at_zero)?)
 }
 
 /// Result of the optimisation.

@@ -1,0 +1,339 @@
+//! Every reference ReFACT case of both fixtures (`golden.json: refact_cases`), computed by
+//! the engine and held to the reference's own conditioning: k, u, v, target_init and δ
+//! within cosine 0.99999, the edited encoder's pooled outputs within 1e-4, and the same
+//! number of Adam steps.
+//!
+//! The cases are the ones users hit: the edit prompt as its own source (every TIMED edit),
+//! with and without contrastive prompts; a subject shorter than the prompt; an edit on a
+//! parent that already edited the same layer, or another layer; an early stop; an edit
+//! after a revert. Each case names its parents: earlier cases whose golden (layer, u, v)
+//! make the version the edit is computed on.
+
+use candle_core::{DType, Device, Tensor};
+use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::model::TextModel;
+use refact_engine::refact::{
+    compute_edit, Corpus, EditOutcome, EditRequest, HyperParams, LayerStatistics,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+const MIN_COSINE: f64 = 0.99999;
+const MAX_POOLED_ERROR: f32 = 1e-4;
+
+/// One fixture model with its goldens and a statistics cache per layer.
+struct Fixture {
+    model: TextModel,
+    json: Value,
+    goldens: HashMap<String, Tensor>,
+    stats: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures")).join(name)
+}
+
+fn load(name: &str) -> Fixture {
+    let dir = fixture_path(name);
+    let json = std::fs::read_to_string(dir.join("golden.json")).expect("golden.json");
+    Fixture {
+        model: TextModel::load(&dir, &Device::Cpu).unwrap(),
+        json: serde_json::from_str(&json).unwrap(),
+        goldens: candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu)
+            .unwrap(),
+        stats: Mutex::new(HashMap::new()),
+    }
+}
+
+fn fixture(name: &str) -> &'static Fixture {
+    static SMALL: OnceLock<Fixture> = OnceLock::new();
+    static LARGE: OnceLock<Fixture> = OnceLock::new();
+    match name {
+        "tiny-sd" => SMALL.get_or_init(|| load(name)),
+        "tiny-sd-48" => LARGE.get_or_init(|| load(name)),
+        other => panic!("no fixture {other}"),
+    }
+}
+
+impl Fixture {
+    fn tensor(&self, key: &str) -> &Tensor {
+        self.goldens
+            .get(key)
+            .unwrap_or_else(|| panic!("golden tensor {key} missing"))
+    }
+
+    fn vector(&self, key: &str) -> Vec<f32> {
+        self.tensor(key).to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+    }
+
+    /// C of the base model at `layer`, over the captions the reference used.
+    fn statistics(&self, layer: usize) -> Arc<LayerStatistics> {
+        if let Some(stats) = self.stats.lock().unwrap().get(&layer) {
+            return stats.clone();
+        }
+        let captions = self.json["statistics"][layer.to_string()]["captions"]
+            .as_u64()
+            .expect("statistics for the case's layer") as usize;
+        let sample = Corpus::Builtin.captions(captions).unwrap();
+        let m = &self.model;
+        let stats = Arc::new(
+            LayerStatistics::compute(
+                &m.encoder,
+                &m.tokenizer,
+                layer,
+                &sample,
+                &m.fingerprint,
+                &mut |_, _| true,
+            )
+            .unwrap(),
+        );
+        self.stats.lock().unwrap().insert(layer, stats.clone());
+        stats
+    }
+
+    fn request(&self, case: &str) -> EditRequest {
+        let req = &self.json[case]["request"];
+        let hp = &self.json[case]["hparams"];
+        let text = |v: &Value| v.as_str().unwrap().to_string();
+        EditRequest {
+            prompt: text(&req["prompt"]),
+            subject: Some(text(&req["subject"])),
+            source: text(&req["source"]),
+            target: text(&req["target"]),
+            contrastive: req["negatives"].as_array().unwrap().iter().map(text).collect(),
+            layer: Some(hp["layer"].as_u64().unwrap() as usize),
+            hparams: HyperParams {
+                lr: hp["lr"].as_f64().unwrap(),
+                max_steps: hp["max_steps"].as_u64().unwrap() as usize,
+                prob_threshold: hp["prob_threshold"].as_f64().unwrap(),
+                weight_decay: hp["weight_decay"].as_f64().unwrap(),
+                clamp_factor: hp["clamp_norm_factor"].as_f64().unwrap(),
+            },
+        }
+    }
+
+    /// The reference's delta of `case`, from its golden u and v.
+    fn golden_delta(&self, case: &str) -> Delta {
+        Delta {
+            layer: self.json[case]["hparams"]["layer"].as_u64().unwrap() as usize,
+            u: self.vector(&format!("{case}.u")),
+            v: self.vector(&format!("{case}.v")),
+        }
+    }
+
+    /// The version `case` is computed on: its parents' golden deltas, in order.
+    fn parent_version(&self, case: &str) -> DeltaSet {
+        self.json[case]["parents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .fold(DeltaSet::empty(), |set, parent| {
+                set.with(Arc::new(self.golden_delta(parent.as_str().unwrap())))
+            })
+    }
+
+    fn compute(&self, case: &str, base: &DeltaSet) -> EditOutcome {
+        let m = &self.model;
+        let request = self.request(case);
+        let validated = request
+            .validate(&m.tokenizer, m.encoder.num_layers())
+            .unwrap();
+        let stats = self.statistics(validated.layer);
+        compute_edit(
+            &m.encoder,
+            &m.tokenizer,
+            &stats,
+            &validated,
+            base,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap()
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |x: &[f32]| x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Computes `case` on `fixture_name` and compares everything with the reference.
+fn check(fixture_name: &str, case: &str) {
+    let f = fixture(fixture_name);
+    let golden = &f.json[case];
+    let base = f.parent_version(case);
+    let e = f.compute(case, &base);
+
+    // A case the reference itself cannot reproduce in float64 would only measure rounding.
+    assert_eq!(
+        golden["well_conditioned"].as_bool(),
+        Some(true),
+        "{fixture_name} {case}: the golden is not well conditioned ({})",
+        golden["float64_rerun"]
+    );
+    let mut failures = Vec::new();
+    let vectors: [(&str, &[f32]); 5] = [
+        ("k", &e.vectors.key),
+        ("u", &e.delta.u),
+        ("v", &e.delta.v),
+        ("target_init", &e.vectors.target_init),
+        ("delta", &e.vectors.delta),
+    ];
+    for (name, ours) in vectors {
+        let cos = cosine(ours, &f.vector(&format!("{case}.{name}")));
+        eprintln!("{fixture_name} {case} {name}: cosine {cos:.12}");
+        if !(cos >= MIN_COSINE) {
+            failures.push(format!("{name}: cosine {cos}"));
+        }
+    }
+    let steps = golden["steps"].as_u64().unwrap() as usize;
+    if e.metrics.iterations != steps {
+        failures.push(format!(
+            "{} Adam steps, the reference took {steps}",
+            e.metrics.iterations
+        ));
+    }
+
+    let prompts: Vec<String> = golden["eval_prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let edited = base.with(Arc::new(e.delta.clone()));
+    let pooled = f
+        .model
+        .encoder
+        .encode_texts(&f.model.tokenizer, &texts, &edited)
+        .unwrap()
+        .pooler_output;
+    let err = max_abs_diff(&pooled, f.tensor(&format!("{case}.edited_pooler_output")));
+    eprintln!("{fixture_name} {case} edited pooler: max abs error {err:e}");
+    if !(err <= MAX_POOLED_ERROR) {
+        failures.push(format!("edited pooled outputs off by {err}"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{fixture_name} {case}: {}",
+        failures.join("; ")
+    );
+}
+
+/// The cases this file checks; a golden case without a test here fails
+/// `every_golden_case_is_checked`.
+const CASES: &[&str] = &[
+    "refact",
+    "refact_early",
+    "refact_seq2",
+    "same_source",
+    "same_source_contrastive",
+    "pm_contrastive",
+    "subject_shorter",
+    "other_layer",
+    "after_revert",
+];
+
+macro_rules! cases {
+    ($($test:ident: $fixture:literal, $case:literal;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check($fixture, $case);
+            }
+        )*
+    };
+}
+
+cases! {
+    small_main_edit: "tiny-sd", "refact";
+    small_early_stop: "tiny-sd", "refact_early";
+    small_same_layer_parent_source_is_prompt: "tiny-sd", "refact_seq2";
+    small_source_is_prompt: "tiny-sd", "same_source";
+    small_source_is_prompt_contrastive: "tiny-sd", "same_source_contrastive";
+    small_contrastive: "tiny-sd", "pm_contrastive";
+    small_subject_shorter_than_prompt: "tiny-sd", "subject_shorter";
+    small_parent_edited_another_layer: "tiny-sd", "other_layer";
+    small_edit_after_revert: "tiny-sd", "after_revert";
+    large_main_edit: "tiny-sd-48", "refact";
+    large_early_stop: "tiny-sd-48", "refact_early";
+    large_same_layer_parent_source_is_prompt: "tiny-sd-48", "refact_seq2";
+    large_source_is_prompt: "tiny-sd-48", "same_source";
+    large_source_is_prompt_contrastive: "tiny-sd-48", "same_source_contrastive";
+    large_contrastive: "tiny-sd-48", "pm_contrastive";
+    large_subject_shorter_than_prompt: "tiny-sd-48", "subject_shorter";
+    large_parent_edited_another_layer: "tiny-sd-48", "other_layer";
+    large_edit_after_revert: "tiny-sd-48", "after_revert";
+}
+
+#[test]
+fn every_golden_case_is_checked() {
+    for name in ["tiny-sd", "tiny-sd-48"] {
+        let listed: Vec<&str> = fixture(name).json["refact_cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        let mut ours = CASES.to_vec();
+        ours.sort_unstable();
+        assert_eq!(sorted, ours, "{name}: golden cases vs the cases tested here");
+    }
+}
+
+#[test]
+fn statistics_match_the_reference_at_every_layer_used() {
+    for name in ["tiny-sd", "tiny-sd-48"] {
+        let f = fixture(name);
+        let layers = f.json["statistics"].as_object().unwrap();
+        assert!(!layers.is_empty());
+        for (layer, info) in layers {
+            let layer: usize = layer.parse().unwrap();
+            let stats = f.statistics(layer);
+            let golden = f
+                .tensor(&format!("stats.layer{layer}.mom2"))
+                .to_dtype(DType::F64)
+                .unwrap();
+            let ours = stats.mom2_tensor().unwrap();
+            let scale = golden
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let err = (ours - &golden)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                / scale;
+            eprintln!("{name} layer {layer}: mom2 relative error {err:e}");
+            assert!(err < 1e-5, "{name} layer {layer}: mom2 off by {err}");
+            assert_eq!(stats.tokens as u64, info["tokens"].as_u64().unwrap());
+        }
+    }
+}
