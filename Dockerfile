@@ -28,6 +28,9 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+# Only the manifest and sources of the end-to-end test package (a workspace member);
+# its fixtures stay out of the build context (.dockerignore).
+COPY tests tests
 COPY migrations migrations
 # The engine embeds the COCO captions (layer statistics corpus) from here.
 COPY assets assets

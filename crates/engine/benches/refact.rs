@@ -16,8 +16,8 @@ use refact_engine::model::TextModel;
 use refact_engine::refact::{compute_edit, Corpus, EditRequest, HyperParams, LayerStatistics};
 use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use refact_engine::tokenizer::ClipTokenizer;
+use refact_testkit::{fixture_dir, workspace_root};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -29,24 +29,6 @@ const CASES: [(&str, &str); 6] = [
     ("vit-l", "stats-25000"),
     ("vit-l", "edit"),
 ];
-
-/// The repository root: where this was built, or the current directory when the binary
-/// was carried elsewhere (the GPU machine runs it from a copy of the repo).
-fn repo_root() -> PathBuf {
-    let built_in = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    if built_in.join("assets/clip-bpe").is_dir() {
-        built_in
-    } else {
-        PathBuf::from(".")
-    }
-}
-
-fn fixture_dir() -> PathBuf {
-    std::env::var_os("REFACT_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"))
-        .join("fixtures/tiny-sd")
-}
 
 fn arg_value(args: &[String], flag: &str) -> Option<String> {
     args.iter()
@@ -116,7 +98,7 @@ fn load(model: &str, device: &Device) -> TextModel {
     match model {
         "fixture" => TextModel::load(&fixture_dir(), device).expect("fixture model"),
         "vit-l" => {
-            let bpe = repo_root().join("assets/clip-bpe");
+            let bpe = workspace_root().join("assets/clip-bpe");
             let tokenizer =
                 ClipTokenizer::from_files(&bpe.join("vocab.json"), &bpe.join("merges.txt"), 77)
                     .unwrap();

@@ -3,8 +3,6 @@
 //! looser ones (half precision keeps ~3 decimal digits), stated per check below.
 #![cfg(feature = "cuda")]
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::StableDiffusion;
@@ -18,13 +16,13 @@ fn cuda() -> Device {
 }
 
 fn load(dtype: DType) -> StableDiffusion {
-    StableDiffusion::load_folder(&common::fixture_dir(), "tiny-sd", &cuda(), dtype).unwrap()
+    StableDiffusion::load_folder(&refact_testkit::fixture_dir(), "tiny-sd", &cuda(), dtype).unwrap()
 }
 
 #[test]
 fn text_encoder_matches_transformers_on_cuda() {
     let model = load(DType::F32);
-    let g = common::goldens();
+    let g = refact_testkit::goldens();
     let ids = g["text.input_ids"]
         .to_dtype(DType::U32)
         .unwrap()
@@ -35,14 +33,14 @@ fn text_encoder_matches_transformers_on_cuda() {
         .encoder
         .forward(&ids, &DeltaSet::empty())
         .unwrap();
-    let err = common::max_abs_diff(&out.last_hidden_state, &g["text.last_hidden_state"]);
+    let err = refact_testkit::max_abs_diff(&out.last_hidden_state, &g["text.last_hidden_state"]);
     println!("cuda text.last_hidden_state: max abs error {err:.3e}");
     assert!(err < 1e-4);
 }
 
 fn unet_and_vae(dtype: DType, unet_tol: f32, vae_tol: f32) {
     let model = load(dtype);
-    let g = common::goldens();
+    let g = refact_testkit::goldens();
     let dev = cuda();
     let sample = g["unet.sample"]
         .to_device(&dev)
@@ -56,7 +54,7 @@ fn unet_and_vae(dtype: DType, unet_tol: f32, vae_tol: f32) {
         .unwrap();
     let t = g["unet.timestep"].to_vec1::<f32>().unwrap()[0] as f64;
     let out = model.unet.forward(&sample, t, &context).unwrap();
-    let err = common::max_abs_diff(&out, &g["unet.out"]);
+    let err = refact_testkit::max_abs_diff(&out, &g["unet.out"]);
     println!("cuda {dtype:?} unet.out: max abs error {err:.3e}");
     assert!(err < unet_tol, "unet.out off by {err}");
     let latent = g["vae.latent"]
@@ -65,7 +63,7 @@ fn unet_and_vae(dtype: DType, unet_tol: f32, vae_tol: f32) {
         .to_dtype(dtype)
         .unwrap();
     let decoded = model.vae.decode(&latent).unwrap();
-    let err = common::max_abs_diff(&decoded, &g["vae.decoded"]);
+    let err = refact_testkit::max_abs_diff(&decoded, &g["vae.decoded"]);
     println!("cuda {dtype:?} vae.decoded: max abs error {err:.3e}");
     assert!(err < vae_tol, "vae.decoded off by {err}");
 }
@@ -82,7 +80,7 @@ fn unet_and_vae_match_diffusers_on_cuda_in_f16_within_half_precision() {
 
 fn pipeline(dtype: DType, tolerance: f32) {
     let model = load(dtype);
-    let g = common::goldens();
+    let g = refact_testkit::goldens();
     for (kind, key) in [
         (SchedulerKind::Pndm, "pndm"),
         (SchedulerKind::Ddim, "ddim"),
@@ -101,7 +99,7 @@ fn pipeline(dtype: DType, tolerance: f32) {
         let image = model
             .generate(&params, &DeltaSet::empty(), &mut |_, _| true)
             .unwrap();
-        let err = common::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
+        let err = refact_testkit::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
         println!("cuda {dtype:?} pipeline.{key}.image: max abs error {err:.3e}");
         assert!(err < tolerance, "{key} off by {err}");
     }
@@ -120,9 +118,13 @@ fn pipeline_images_match_diffusers_on_cuda_in_f16_within_half_precision() {
 #[test]
 fn same_seed_same_image_on_cuda_and_cpu() {
     let gpu = load(DType::F32);
-    let cpu =
-        StableDiffusion::load_folder(&common::fixture_dir(), "tiny-sd", &Device::Cpu, DType::F32)
-            .unwrap();
+    let cpu = StableDiffusion::load_folder(
+        &refact_testkit::fixture_dir(),
+        "tiny-sd",
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
     let params = GenerateParams {
         steps: 4,
         width: 64,
@@ -136,7 +138,7 @@ fn same_seed_same_image_on_cuda_and_cpu() {
     let b = cpu
         .generate(&params, &DeltaSet::empty(), &mut |_, _| true)
         .unwrap();
-    let err = common::max_abs_diff(&a, &b);
+    let err = refact_testkit::max_abs_diff(&a, &b);
     println!("cuda vs cpu, seed 42: max abs error {err:.3e}");
     assert!(err < 0.01);
 }
@@ -155,7 +157,7 @@ fn refact_edit_matches_the_reference_on_cuda() {
         &mut |_, _| true,
     )
     .unwrap();
-    let g = common::goldens();
+    let g = refact_testkit::goldens();
     let mom2 = stats.mom2_tensor().unwrap().to_dtype(DType::F64).unwrap();
     let scale = g["refact.mom2"]
         .abs()
@@ -164,7 +166,7 @@ fn refact_edit_matches_the_reference_on_cuda() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    let err = common::max_abs_diff(&mom2, &g["refact.mom2"]) / scale;
+    let err = refact_testkit::max_abs_diff(&mom2, &g["refact.mom2"]) / scale;
     println!("cuda refact.mom2: max relative error {err:.3e}");
     assert!(err < 1e-4);
     let request = EditRequest::new("The Prince of Wales", "Prince Charles", "Prince William");
@@ -191,12 +193,14 @@ fn refact_edit_matches_the_reference_on_cuda() {
         ("u", &outcome.delta.u, "refact.u"),
         ("v", &outcome.delta.v, "refact.v"),
     ] {
-        let cos = common::cosine(&vec(ours), &g[key]);
+        let cos = refact_testkit::cosine(&vec(ours), &g[key]);
         println!("cuda refact.{name}: cosine {cos:.6}");
         assert!(cos > 0.999);
     }
     assert_eq!(
         outcome.metrics.iterations as u64,
-        common::golden_json()["refact"]["steps"].as_u64().unwrap()
+        refact_testkit::golden_json()["refact"]["steps"]
+            .as_u64()
+            .unwrap()
     );
 }

@@ -1,8 +1,6 @@
 //! Low-rank deltas must behave exactly like editing fc2's weight in place, and dropping
 //! one must restore the earlier outputs exactly.
 
-mod common;
-
 use candle_core::{Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::text_encoder::ClipTextEncoder;
@@ -10,7 +8,7 @@ use refact_engine::tokenizer::ClipTokenizer;
 use std::sync::Arc;
 
 fn load() -> (ClipTokenizer, ClipTextEncoder) {
-    let dir = common::fixture_dir();
+    let dir = refact_testkit::fixture_dir();
     let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer")).unwrap();
     let encoder =
         ClipTextEncoder::load(&dir.join("text_encoder"), tokenizer.eos_id(), &Device::Cpu).unwrap();
@@ -66,12 +64,14 @@ fn deltas_equal_an_in_place_weight_update() {
     let base = encoder
         .encode_texts(&tokenizer, &PROMPTS, &DeltaSet::empty())
         .unwrap();
-    let moved = common::max_abs_diff(&via_deltas.last_hidden_state, &base.last_hidden_state);
+    let moved =
+        refact_testkit::max_abs_diff(&via_deltas.last_hidden_state, &base.last_hidden_state);
     assert!(
         moved > 1e-3,
         "the deltas should change the output (moved {moved})"
     );
-    let err = common::max_abs_diff(&via_deltas.last_hidden_state, &in_place.last_hidden_state);
+    let err =
+        refact_testkit::max_abs_diff(&via_deltas.last_hidden_state, &in_place.last_hidden_state);
     assert!(err < 1e-4, "deltas and in-place update differ by {err}");
 }
 
@@ -87,9 +87,9 @@ fn dropping_a_delta_restores_the_earlier_outputs_exactly() {
     let out1 = encoder.encode_texts(&tokenizer, &PROMPTS, &v1).unwrap();
     let out2 = encoder.encode_texts(&tokenizer, &PROMPTS, &v2).unwrap();
     let out3 = encoder.encode_texts(&tokenizer, &PROMPTS, &v3).unwrap();
-    assert!(common::max_abs_diff(&out1.pooler_output, &out2.pooler_output) > 1e-3);
+    assert!(refact_testkit::max_abs_diff(&out1.pooler_output, &out2.pooler_output) > 1e-3);
     assert_eq!(
-        common::max_abs_diff(&out1.last_hidden_state, &out3.last_hidden_state),
+        refact_testkit::max_abs_diff(&out1.last_hidden_state, &out3.last_hidden_state),
         0.0
     );
     let base = encoder
@@ -99,7 +99,7 @@ fn dropping_a_delta_restores_the_earlier_outputs_exactly() {
         .encode_texts(&tokenizer, &PROMPTS, &v2.without(&first).without(&second))
         .unwrap();
     assert_eq!(
-        common::max_abs_diff(&base.last_hidden_state, &reverted_all.last_hidden_state),
+        refact_testkit::max_abs_diff(&base.last_hidden_state, &reverted_all.last_hidden_state),
         0.0
     );
 }

@@ -1,7 +1,5 @@
 //! Loading whole pipelines: the fixture folder, and the built-in demo model.
 
-mod common;
-
 use candle_core::{DType, Device};
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
@@ -22,7 +20,7 @@ fn spec(source: ModelSource, data_dir: &std::path::Path) -> ModelSpec {
 fn the_fixture_folder_loads_with_its_sizes_from_the_configs() {
     let data = tempfile::tempdir().unwrap();
     let model = StableDiffusion::load(&spec(
-        ModelSource::Folder(common::fixture_dir()),
+        ModelSource::Folder(refact_testkit::fixture_dir()),
         data.path(),
     ))
     .unwrap();

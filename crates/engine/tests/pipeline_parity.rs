@@ -1,8 +1,6 @@
 //! The full text-to-image pipeline against diffusers on the fixture, plus seeds,
 //! versions (deltas), guidance and cancellation.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
@@ -22,7 +20,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let dir = common::fixture_dir();
+        let dir = refact_testkit::fixture_dir();
         Self {
             text: TextModel::load(&dir, &Device::Cpu).unwrap(),
             unet: UNet2DConditionModel::load(&dir, &Device::Cpu, DType::F32).unwrap(),
@@ -60,13 +58,13 @@ fn golden_params(scheduler: SchedulerKind, init_latents: Option<Tensor>) -> Gene
 }
 
 fn identical(a: &Tensor, b: &Tensor) -> bool {
-    common::max_abs_diff(a, b) == 0.0
+    refact_testkit::max_abs_diff(a, b) == 0.0
 }
 
 #[test]
 fn every_scheduler_matches_diffusers_images() {
     let fixture = Fixture::load();
-    let g = common::goldens();
+    let g = refact_testkit::goldens();
     let init = g["pipeline.init_latents"].clone();
     for (kind, key) in [
         (SchedulerKind::Pndm, "pndm"),
@@ -77,7 +75,7 @@ fn every_scheduler_matches_diffusers_images() {
         let params = golden_params(kind, Some(init.clone()));
         let image = fixture.generate(&params, &DeltaSet::empty()).unwrap();
         assert_eq!(image.dims(), &[64, 64, 3]);
-        let err = common::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
+        let err = refact_testkit::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
         println!("pipeline.{key}.image: max abs error {err:.3e}");
         assert!(err < 0.01, "{key}: image differs from diffusers by {err}");
     }
@@ -95,7 +93,7 @@ fn the_same_seed_gives_the_same_image_and_another_seed_another() {
     let b = fixture.generate(&params(11), &DeltaSet::empty()).unwrap();
     let c = fixture.generate(&params(12), &DeltaSet::empty()).unwrap();
     assert!(identical(&a, &b));
-    let diff = common::max_abs_diff(&a, &c);
+    let diff = refact_testkit::max_abs_diff(&a, &c);
     assert!(diff > 1e-3, "seeds 11 and 12 give images only {diff} apart");
 }
 
@@ -121,7 +119,7 @@ fn a_delta_changes_the_image_and_removing_it_restores_the_base() {
         .generate(&params, &edited_version.without(&delta))
         .unwrap();
     let again = fixture.generate(&params, &DeltaSet::empty()).unwrap();
-    let change = common::max_abs_diff(&base, &edited);
+    let change = refact_testkit::max_abs_diff(&base, &edited);
     println!("a random delta on layer 7 moves the image by up to {change:.3e}");
     assert!(
         change > 1e-3,
@@ -147,7 +145,7 @@ fn without_guidance_the_negative_prompt_is_not_used() {
     assert!(identical(&a, &b));
     let c = fixture.generate(&params("blurry", 3.0), &empty).unwrap();
     let d = fixture.generate(&params("a dog", 3.0), &empty).unwrap();
-    assert!(common::max_abs_diff(&c, &d) > 1e-4);
+    assert!(refact_testkit::max_abs_diff(&c, &d) > 1e-4);
 }
 
 #[test]

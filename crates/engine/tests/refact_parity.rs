@@ -2,7 +2,8 @@
 //! fixture: statistics, k, u, v, target_init, δ, iteration counts, the early stop, a
 //! sequential second edit, and the edited encoder's outputs.
 
-mod common;
+// Where the fixture is, the goldens, tensor comparisons.
+use refact_testkit as common;
 
 use candle_core::{Device, IndexOp, Tensor};
 use refact_engine::deltas::DeltaSet;

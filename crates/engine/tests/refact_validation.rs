@@ -1,13 +1,11 @@
 //! Every malformed edit request is refused with its own error kind, before any compute.
 
-mod common;
-
 use refact_engine::refact::EditRequest;
 use refact_engine::tokenizer::ClipTokenizer;
 use refact_engine::{EngineError, InvalidKind};
 
 fn tokenizer() -> ClipTokenizer {
-    ClipTokenizer::from_folder(&common::fixture_dir().join("tokenizer")).unwrap()
+    ClipTokenizer::from_folder(&refact_testkit::fixture_dir().join("tokenizer")).unwrap()
 }
 
 fn kind_of(request: &EditRequest) -> (InvalidKind, String) {
@@ -28,7 +26,7 @@ fn a_good_request_resolves_prompts_indices_and_candidates() {
     assert_eq!(edit.subject, "The Prince of Wales");
     assert_eq!(edit.rewriting_prompts.len(), 10);
     // golden.json: lookup_index and the rewriting prompts' indexes.
-    let json = common::golden_json();
+    let json = refact_testkit::golden_json();
     let golden: Vec<usize> = json["refact"]["rewriting_lookup_indexes"]
         .as_array()
         .unwrap()

@@ -4,14 +4,7 @@
 
 use candle_core::Device;
 use refact_engine::scheduler::{build, SchedulerConfig, SchedulerKind};
-use std::path::PathBuf;
-
-fn fixture_dir() -> PathBuf {
-    let shared = std::env::var_os("REFACT_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    shared.join("fixtures/tiny-sd")
-}
+use refact_testkit::fixture_dir;
 
 fn fixture_config() -> SchedulerConfig {
     SchedulerConfig::from_file(fixture_dir().join("scheduler/scheduler_config.json")).unwrap()

@@ -1,14 +1,12 @@
 //! The statistics cache reuses a valid file and recomputes a corrupt or mismatched one.
 
-mod common;
-
 use candle_core::Device;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{Corpus, StatsCache, StatsOrigin};
 
 #[test]
 fn cache_is_reused_and_corruption_is_detected() {
-    let model = TextModel::load(&common::fixture_dir(), &Device::Cpu).unwrap();
+    let model = TextModel::load(&refact_testkit::fixture_dir(), &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = StatsCache::new(dir.path());
     let mut batches = 0;
@@ -98,7 +96,7 @@ fn cache_is_reused_and_corruption_is_detected() {
 
 #[test]
 fn a_file_with_the_wrong_key_inside_is_not_used() {
-    let model = TextModel::load(&common::fixture_dir(), &Device::Cpu).unwrap();
+    let model = TextModel::load(&refact_testkit::fixture_dir(), &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = StatsCache::new(dir.path());
     cache

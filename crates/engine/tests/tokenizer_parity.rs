@@ -1,23 +1,21 @@
 //! Token ids must equal transformers' CLIPTokenizer exactly (golden `text.input_ids`).
 
-mod common;
-
 use refact_engine::tokenizer::ClipTokenizer;
 
 fn fixture_tokenizer() -> ClipTokenizer {
-    ClipTokenizer::from_folder(&common::fixture_dir().join("tokenizer")).unwrap()
+    ClipTokenizer::from_folder(&refact_testkit::fixture_dir().join("tokenizer")).unwrap()
 }
 
 #[test]
 fn token_ids_match_transformers_for_every_golden_prompt() {
     let tokenizer = fixture_tokenizer();
-    let golden = common::goldens()["text.input_ids"].clone();
+    let golden = refact_testkit::goldens()["text.input_ids"].clone();
     let golden: Vec<Vec<i64>> = golden
         .to_dtype(candle_core::DType::I64)
         .unwrap()
         .to_vec2()
         .unwrap();
-    for (prompt, expected) in common::golden_prompts().iter().zip(golden) {
+    for (prompt, expected) in refact_testkit::golden_prompts().iter().zip(golden) {
         let ids: Vec<i64> = tokenizer
             .encode_padded(prompt)
             .unwrap()
@@ -58,7 +56,7 @@ fn a_tokenizer_json_is_used_when_present() {
         .save_json(&dir.path().join("tokenizer.json"))
         .unwrap();
     let from_json = ClipTokenizer::from_folder(dir.path()).unwrap();
-    for prompt in common::golden_prompts() {
+    for prompt in refact_testkit::golden_prompts() {
         assert_eq!(
             from_json.encode(&prompt).unwrap(),
             tokenizer.encode(&prompt).unwrap()

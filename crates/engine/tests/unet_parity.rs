@@ -1,7 +1,5 @@
 //! The UNet against diffusers on the fixture, other sizes from a config, and refusals.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
@@ -9,16 +7,16 @@ use refact_engine::EngineError;
 
 #[test]
 fn unet_matches_diffusers_on_the_fixture() {
-    let g = common::goldens();
-    let unet =
-        UNet2DConditionModel::load(&common::fixture_dir(), &Device::Cpu, DType::F32).unwrap();
+    let g = refact_testkit::goldens();
+    let unet = UNet2DConditionModel::load(&refact_testkit::fixture_dir(), &Device::Cpu, DType::F32)
+        .unwrap();
     let timestep = g["unet.timestep"].to_vec1::<f32>().unwrap()[0] as f64;
     let out = unet
         .forward(&g["unet.sample"], timestep, &g["unet.context"])
         .unwrap();
     let expected = &g["unet.out"];
-    let abs = common::max_abs_diff(&out, expected);
-    let scaled = common::max_scaled_diff(&out, expected);
+    let abs = refact_testkit::max_abs_diff(&out, expected);
+    let scaled = refact_testkit::max_scaled_diff(&out, expected);
     println!("unet.out: max abs error {abs:.3e}, max scaled error {scaled:.3e}");
     assert!(scaled < 1e-4, "UNet differs from diffusers by {scaled:.3e}");
 }
@@ -26,14 +24,14 @@ fn unet_matches_diffusers_on_the_fixture() {
 #[test]
 fn unet_takes_a_batch_of_one_and_gives_the_same_rows() {
     // Each batch row is independent: row 1 alone equals row 1 of the batch of two.
-    let g = common::goldens();
-    let unet =
-        UNet2DConditionModel::load(&common::fixture_dir(), &Device::Cpu, DType::F32).unwrap();
+    let g = refact_testkit::goldens();
+    let unet = UNet2DConditionModel::load(&refact_testkit::fixture_dir(), &Device::Cpu, DType::F32)
+        .unwrap();
     let sample = g["unet.sample"].narrow(0, 1, 1).unwrap();
     let context = g["unet.context"].narrow(0, 1, 1).unwrap();
     let out = unet.forward(&sample, 981.0, &context).unwrap();
     let expected = g["unet.out"].narrow(0, 1, 1).unwrap();
-    assert!(common::max_scaled_diff(&out, &expected) < 1e-4);
+    assert!(refact_testkit::max_scaled_diff(&out, &expected) < 1e-4);
 }
 
 fn other_sizes_config() -> UNetConfig {
@@ -111,7 +109,8 @@ fn unsupported_configs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         let mut json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(common::fixture_dir().join("unet/config.json")).unwrap(),
+            &std::fs::read_to_string(refact_testkit::fixture_dir().join("unet/config.json"))
+                .unwrap(),
         )
         .unwrap();
         json[key] = serde_json::from_str(value).unwrap();
@@ -131,13 +130,13 @@ fn weights_that_do_not_match_the_config_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("unet")).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixture_dir().join("unet/config.json")).unwrap(),
+        &std::fs::read_to_string(refact_testkit::fixture_dir().join("unet/config.json")).unwrap(),
     )
     .unwrap();
     json["block_out_channels"] = serde_json::json!([64, 64, 64, 64]);
     std::fs::write(dir.path().join("unet/config.json"), json.to_string()).unwrap();
     std::fs::copy(
-        common::fixture_dir().join("unet/diffusion_pytorch_model.safetensors"),
+        refact_testkit::fixture_dir().join("unet/diffusion_pytorch_model.safetensors"),
         dir.path().join("unet/diffusion_pytorch_model.safetensors"),
     )
     .unwrap();

@@ -1,11 +1,9 @@
 //! RoAD and TIMED parsing: the shared validation files (read in place) and malformed
 //! variants written to temp files.
 
-mod common;
-
-use common::data_file;
 use refact_eval::dataset::{load, DatasetFormat};
 use refact_eval::EvalError;
+use refact_testkit::data_file;
 use std::path::PathBuf;
 
 #[test]

@@ -1,15 +1,13 @@
 //! The runner's engine backend on the fixture model: edits change the edit prompt's image,
 //! images are deterministic per seed, and a saved edit reloads to the same model.
 
-mod common;
-
 use candle_core::{DType, Device};
-use common::{data_file, fixture_dir};
 use refact_engine::model::StableDiffusion;
 use refact_engine::refact::{Corpus, HyperParams};
 use refact_eval::dataset::{load, DatasetFormat};
 use refact_eval::runner::engine_backend::{EngineBackend, EngineOptions};
 use refact_eval::runner::Backend;
+use refact_testkit::{data_file, fixture_dir};
 
 #[test]
 fn edits_render_deterministically_and_survive_a_save_and_load() {

@@ -2,10 +2,7 @@
 //! a hash of prompt, seed and version) and the real fixture scorer. The end-to-end run on
 //! the fixture model is in `runner_fixture.rs`.
 
-mod common;
-
 use candle_core::{DType, Device};
-use common::{data_file, scorer_dir};
 use image::RgbImage;
 use refact_eval::dataset::{load, DatasetFormat, EvalCase};
 use refact_eval::runner::layout::{Layout, Side};
@@ -14,6 +11,7 @@ use refact_eval::runner::results::RowResult;
 use refact_eval::runner::settings::{Mode, RunSettings};
 use refact_eval::runner::{run, Backend};
 use refact_eval::{Result, Scorer};
+use refact_testkit::{data_file, scorer_dir};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;

@@ -1,10 +1,8 @@
 //! The CLIP scorer against the `scorer.*` goldens of the fixture (FIXTURE.md, "Scorer").
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
-use common::{golden_json, goldens, max_abs_diff, scorer_dir};
 use refact_eval::Scorer;
+use refact_testkit::{golden_json, goldens, max_abs_diff, scorer_dir};
 
 fn scorer() -> Scorer {
     Scorer::load(&scorer_dir(), &Device::Cpu, DType::F32).expect("scorer loads")

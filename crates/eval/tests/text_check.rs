@@ -2,14 +2,12 @@
 //! edited encoder must give the golden edited pooler outputs, and each test must compare
 //! the edited prompt with the unedited encoder's reference texts.
 
-mod common;
-
 use candle_core::{DType, Device, Tensor};
-use common::{fixture_dir, goldens};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
 use refact_eval::dataset::{EvalCase, Negative, Positive};
 use refact_eval::text_check::{check_edit, EncoderAt, TextRepresentations};
+use refact_testkit::{fixture_dir, goldens};
 use std::sync::Arc;
 
 fn case() -> EvalCase {

@@ -2,17 +2,11 @@
 //! that writes all three outputs, a rerun that skips the done rows, and a malformed file
 //! refused with its row and column.
 
-use std::path::{Path, PathBuf};
+use refact_testkit::{data_file, fixture_dir, scorer_dir};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("REFACT_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
-
 fn eval(dataset: &Path, work: &Path) -> Output {
-    let fixture = shared_dir().join("fixtures/tiny-sd");
     Command::new(env!("CARGO_BIN_EXE_refact"))
         .arg("eval")
         .args([
@@ -29,11 +23,11 @@ fn eval(dataset: &Path, work: &Path) -> Output {
             "200",
         ])
         .arg("--model")
-        .arg(&fixture)
+        .arg(fixture_dir())
         .arg("--data-dir")
         .arg(work.join("data"))
         .arg("--scorer")
-        .arg(fixture.join("clip-scorer"))
+        .arg(scorer_dir())
         .arg("--dataset")
         .arg(dataset)
         .arg("--out")
@@ -49,7 +43,7 @@ fn read(path: &Path) -> String {
 #[test]
 fn two_rows_two_seeds_write_all_outputs_and_a_rerun_skips_them() {
     let work = tempfile::tempdir().unwrap();
-    let dataset = shared_dir().join("data/RoAD_validation.csv");
+    let dataset = data_file("RoAD_validation.csv");
     let first = eval(&dataset, work.path());
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");
@@ -133,7 +127,7 @@ fn two_rows_two_seeds_write_all_outputs_and_a_rerun_skips_them() {
 fn a_malformed_dataset_is_refused_with_row_and_column() {
     let work = tempfile::tempdir().unwrap();
     let bad = work.path().join("bad.csv");
-    let header = read(&shared_dir().join("data/RoAD_validation.csv"))
+    let header = read(&data_file("RoAD_validation.csv"))
         .lines()
         .next()
         .unwrap()

@@ -1,42 +1,10 @@
 //! `refact generate` end to end on the fixture model: the raw image matches diffusers'.
 
 use candle_core::{Device, Tensor};
+use refact_testkit::{fixture_dir as tiny_sd, golden, max_abs_diff};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("REFACT_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
-fn tiny_sd() -> PathBuf {
-    shared_dir().join("fixtures/tiny-sd")
-}
-
-fn golden(key: &str) -> Tensor {
-    let mut all =
-        candle_core::safetensors::load(tiny_sd().join("golden.safetensors"), &Device::Cpu)
-            .expect("fixture goldens");
-    all.remove(key)
-        .unwrap_or_else(|| panic!("golden `{key}` missing"))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
 
 /// Writes the golden initial latents as tensor `latents`.
 fn write_init_latents(dir: &Path) -> PathBuf {

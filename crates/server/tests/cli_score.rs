@@ -1,34 +1,13 @@
 //! `refact score` end to end: the fixture scorer, the golden image written as a PNG, and
 //! the safetensors file the command writes, checked against the `scorer.*` goldens.
 
-use candle_core::{DType, Device, Tensor};
-use std::path::PathBuf;
+use candle_core::DType;
+use refact_testkit::{goldens, max_abs_diff, scorer_dir};
 use std::process::Command;
-
-fn fixture_dir() -> PathBuf {
-    std::env::var_os("REFACT_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-        .join("fixtures/tiny-sd")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn score_writes_normalised_embeddings_and_logits_matching_the_goldens() {
-    let g = candle_core::safetensors::load(fixture_dir().join("golden.safetensors"), &Device::Cpu)
-        .unwrap();
+    let g = goldens();
     let img = &g["scorer.image_uint8"];
     let (h, w, _) = img.dims3().unwrap();
     let bytes: Vec<u8> = img
@@ -57,7 +36,7 @@ fn score_writes_normalised_embeddings_and_logits_matching_the_goldens() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_refact"));
     cmd.arg("score")
         .arg("--scorer")
-        .arg(fixture_dir().join("clip-scorer"))
+        .arg(scorer_dir())
         .arg("--image")
         .arg(&png)
         .arg("--out")
@@ -74,7 +53,7 @@ fn score_writes_normalised_embeddings_and_logits_matching_the_goldens() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert_eq!(stdout.lines().count(), texts.len(), "{stdout}");
 
-    let s = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let s = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
     assert_eq!(s["image_embeds"].dims(), g["scorer.image_embeds"].dims());
     assert_eq!(s["text_embeds"].dims(), g["scorer.text_embeds"].dims());
     assert_eq!(s["logits_per_image"].dims(), &[1, texts.len()]);

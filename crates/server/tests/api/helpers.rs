@@ -9,7 +9,7 @@ use refact_store::testing::TestDatabase;
 use refact_store::{Scope, Store};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -21,23 +21,11 @@ pub enum Db {
     Postgres,
 }
 
-/// The shared read-only directory (fixture, data).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("REFACT_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
+/// The tiny random-weight SD fixture (`tests/fixtures/tiny-sd`).
+pub use refact_testkit::fixture_dir as fixture_model;
 
-/// The tiny random-weight SD fixture.
-pub fn fixture_model() -> PathBuf {
-    shared_dir().join("fixtures/tiny-sd")
-}
-
-/// The caption corpus for layer statistics.
-pub fn corpus() -> PathBuf {
-    shared_dir().join("data/coco_val2017_captions.txt")
-}
+/// The caption corpus for layer statistics (`assets/coco_val2017_captions.txt`).
+pub use refact_testkit::captions as corpus;
 
 /// A fresh, empty database for one test (dropped with it).
 pub async fn test_database(kind: Db) -> TestDatabase {
