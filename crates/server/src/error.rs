@@ -76,8 +76,78 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
-    /// The request field at fault, when there is one.
+    /// The request field at fault, or `null` (always present).
+    #[schema(required = true)]
     pub field: Option<String>,
+}
+
+/// Error responses that many operations share, as reusable OpenAPI response components
+/// (`#/components/responses/...`), each with an [`ErrorBody`]. Operations list them by
+/// the extractors they use: [`crate::auth::Authorized`] (401, 403),
+/// [`crate::extract::ApiJson`] (400, 413, 415), [`crate::extract::ApiPath`] and
+/// [`crate::extract::ApiQuery`] with typed parameters (400), and every route (503 when it
+/// outlasts `limits.request_timeout_secs`).
+pub mod responses {
+    use utoipa::openapi::header::Header;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Content, Ref, RefOr, Response};
+    use utoipa::ToResponse;
+
+    macro_rules! error_response {
+        ($(#[doc = $doc:literal])* $name:ident, $description:literal $(, $header:literal)*) => {
+            $(#[doc = $doc])*
+            pub struct $name;
+
+            impl<'r> ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    let content = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+                    #[allow(unused_mut)]
+                    let mut response = Response::builder()
+                        .description($description)
+                        .content("application/json", content);
+                    $(
+                        response = response.header(
+                            $header,
+                            Header::new(ObjectBuilder::new().schema_type(Type::String)),
+                        );
+                    )*
+                    (stringify!($name), response.build().into())
+                }
+            }
+        };
+    }
+
+    error_response!(
+        /// 400 from the extractors.
+        BadRequest,
+        "The request could not be read: malformed JSON (`malformed_json`), an unreadable body (`unreadable_body`), or a path segment or query parameter of the wrong type or out of range (`invalid_path`, `invalid_query`)"
+    );
+    error_response!(
+        /// 401 from [`crate::auth::Authorized`].
+        Unauthorized,
+        "No token (`unauthorized`), or an unknown, revoked or malformed one (`invalid_token`)",
+        "WWW-Authenticate"
+    );
+    error_response!(
+        /// 403 from [`crate::auth::Authorized`].
+        Forbidden,
+        "The token lacks the scope this operation needs (`missing_scope`)"
+    );
+    error_response!(
+        /// 413 from [`crate::extract::ApiJson`].
+        PayloadTooLarge,
+        "The body is larger than `limits.max_body_bytes` (`payload_too_large`)"
+    );
+    error_response!(
+        /// 415 from [`crate::extract::ApiJson`].
+        UnsupportedMediaType,
+        "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"
+    );
+    error_response!(
+        /// 503 from the router's time limit.
+        Unavailable,
+        "The request took longer than `limits.request_timeout_secs` (`unavailable`)"
+    );
 }
 
 impl ApiError {

@@ -30,8 +30,7 @@ pub enum EditEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StatusEvent {
     pub id: Uuid,
-    /// queued, running, applied, failed or cancelled.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::routes::edits::EditStatusName)]
     pub status: EditStatus,
     pub attempts: i32,
     /// The version the edit created, once applied.

@@ -30,13 +30,24 @@ use utoipa::{Modify, OpenApi};
         health::info,
         metrics::metrics,
     ),
-    components(schemas(
-        crate::error::ErrorBody,
-        crate::error::ErrorDetail,
-        crate::events::EditEvent,
-        crate::events::StatusEvent,
-        crate::backend::EditProgress,
-    )),
+    components(
+        schemas(
+            crate::error::ErrorBody,
+            crate::error::ErrorDetail,
+            crate::events::EditEvent,
+            crate::events::StatusEvent,
+            crate::backend::EditProgress,
+            crate::routes::edits::EditStatusName,
+        ),
+        responses(
+            crate::error::responses::BadRequest,
+            crate::error::responses::Unauthorized,
+            crate::error::responses::Forbidden,
+            crate::error::responses::PayloadTooLarge,
+            crate::error::responses::UnsupportedMediaType,
+            crate::error::responses::Unavailable,
+        )
+    ),
     modifiers(&BearerAuth),
     tags(
         (name = "edits", description = "Submit, follow and cancel ReFACT edits"),

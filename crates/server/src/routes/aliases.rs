@@ -3,6 +3,9 @@
 use super::generate::version_not_found;
 use crate::auth::{self, Authorized};
 use crate::backend::ModelBackend;
+use crate::error::responses::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -79,8 +82,13 @@ pub fn check_alias_name(name: &str) -> Result<(), ApiError> {
 
 /// All aliases.
 #[utoipa::path(
-    get, path = "/aliases", tag = "aliases",
-    responses((status = 200, body = Vec<AliasView>)),
+    get, path = "/aliases", tag = "aliases", operation_id = "listAliases",
+    responses(
+        (status = 200, description = "Every alias", body = Vec<AliasView>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn list_aliases<B: ModelBackend>(
@@ -93,9 +101,15 @@ pub async fn list_aliases<B: ModelBackend>(
 
 /// One alias.
 #[utoipa::path(
-    get, path = "/aliases/{name}", tag = "aliases",
-    params(("name" = String, Path)),
-    responses((status = 200, body = AliasView), (status = 404, body = ErrorBody)),
+    get, path = "/aliases/{name}", tag = "aliases", operation_id = "getAlias",
+    params(("name" = String, Path, description = "The alias", pattern = r"^[a-z][a-z0-9._-]{0,63}$")),
+    responses(
+        (status = 200, description = "The alias", body = AliasView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such alias (`alias_not_found`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn get_alias<B: ModelBackend>(
@@ -115,14 +129,20 @@ pub async fn get_alias<B: ModelBackend>(
 /// whose quality gate failed (applied and not reverted by then) is refused unless
 /// `force` is set.
 #[utoipa::path(
-    put, path = "/aliases/{name}", tag = "aliases",
-    params(("name" = String, Path)),
+    put, path = "/aliases/{name}", tag = "aliases", operation_id = "setAlias",
+    params(("name" = String, Path, description = "The alias: 1 to 64 of a-z, 0-9, '-', '_', '.', starting with a letter", pattern = r"^[a-z][a-z0-9._-]{0,63}$")),
     request_body = SetAliasRequest,
     responses(
-        (status = 200, body = AliasView),
-        (status = 404, description = "Unknown version", body = ErrorBody),
+        (status = 200, description = "The alias, now pointing at the version", body = AliasView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "Unknown version (`version_not_found`)", body = ErrorBody),
         (status = 409, description = "The version contains a failed gate (`gate_failed`)", body = ErrorBody),
-        (status = 422, description = "Bad alias name", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "Bad alias name (`invalid_alias_name`) or body (`invalid_body`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = ["edit"]))
 )]
@@ -158,9 +178,15 @@ pub async fn set_alias<B: ModelBackend>(
 
 /// Remove an alias.
 #[utoipa::path(
-    delete, path = "/aliases/{name}", tag = "aliases",
-    params(("name" = String, Path)),
-    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)),
+    delete, path = "/aliases/{name}", tag = "aliases", operation_id = "deleteAlias",
+    params(("name" = String, Path, description = "The alias", pattern = r"^[a-z][a-z0-9._-]{0,63}$")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such alias (`alias_not_found`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["edit"]))
 )]
 pub async fn delete_alias<B: ModelBackend>(

@@ -8,6 +8,7 @@
 use super::edits::edit_not_found;
 use crate::auth::{self, Authorized};
 use crate::backend::ModelBackend;
+use crate::error::responses::{BadRequest, Forbidden, Unauthorized};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{EditEvent, StatusEvent};
 use crate::extract::ApiPath;
@@ -29,13 +30,51 @@ pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
     Router::new().route("/edits/{id}/events", get(edit_events::<B>))
 }
 
+/// One Server-Sent Event of the stream, as OpenAPI 3.1 describes an event of a
+/// `text/event-stream` (the `schema` of such a response covers one event): its `event`
+/// name and its `data`, a JSON [`EditEvent`].
+pub struct EditEventStream;
+
+impl utoipa::PartialSchema for EditEventStream {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // `contentSchema` has no builder method; `Extensions` built from an iterator keeps
+        // the key as given.
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("The event as JSON"))
+            .content_media_type("application/json")
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                serde_json::json!({"$ref": "#/components/schemas/EditEvent"}),
+            )])));
+        ObjectBuilder::new()
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["status", "progress"])),
+            )
+            .required("event")
+            .property("data", data)
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EditEventStream {}
+
 /// Stream an edit's progress and status as Server-Sent Events (`status`, `progress`).
 #[utoipa::path(
-    get, path = "/edits/{id}/events", tag = "edits",
-    params(("id" = Uuid, Path)),
+    get, path = "/edits/{id}/events", tag = "edits", operation_id = "streamEditEvents",
+    params(("id" = Uuid, Path, description = "The edit's id")),
     responses(
-        (status = 200, description = "`text/event-stream` of `status` and `progress` events (data: EditEvent JSON)", body = EditEvent, content_type = "text/event-stream"),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "`text/event-stream` of `status` and `progress` events (data: EditEvent JSON)", body = EditEventStream, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such edit (`edit_not_found`)", body = ErrorBody),
     ),
     security(("bearer" = ["read"]))
 )]

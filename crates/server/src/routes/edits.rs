@@ -2,6 +2,9 @@
 
 use crate::auth::{self, Authorized};
 use crate::backend::ModelBackend;
+use crate::error::responses::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{EditEvent, StatusEvent};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -32,8 +35,7 @@ pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EditView {
     pub id: Uuid,
-    /// queued, running, applied, failed or cancelled.
-    #[schema(value_type = String, example = "queued")]
+    #[schema(value_type = EditStatusName)]
     pub status: EditStatus,
     /// The request with every default filled in.
     #[schema(value_type = Object)]
@@ -134,13 +136,29 @@ pub struct HyperParamsDoc {
     clamp_factor: Option<f64>,
 }
 
+/// An edit's status: queued, running, applied, failed or cancelled (the OpenAPI
+/// description of the store's `EditStatus`; a unit test keeps the two in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EditStatusName {
+    Queued,
+    Running,
+    Applied,
+    Failed,
+    Cancelled,
+}
+
 /// `GET /edits` filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EditListQuery {
-    /// Only edits with this status.
-    #[param(value_type = Option<String>)]
+    /// Only edits with this status (empty: all).
+    #[param(value_type = Option<EditStatusName>)]
     pub status: Option<String>,
+    /// Page size (default 50; at most `limits.max_page_size`, 200 by default).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
+    /// Edits to skip (default 0).
     pub offset: Option<u64>,
 }
 
@@ -148,14 +166,20 @@ pub struct EditListQuery {
 /// `GET /edits/{id}` or `GET /edits/{id}/events`. With a `gate`, the worker measures the
 /// edit after computing it and the new version records the metrics and the verdict.
 #[utoipa::path(
-    post, path = "/edits", tag = "edits",
+    post, path = "/edits", tag = "edits", operation_id = "createEdit",
     request_body = EditRequestDoc,
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same edit")),
     responses(
         (status = 202, description = "Queued", body = EditView, headers(("Location" = String))),
         (status = 200, description = "Same idempotency key and body: the existing edit", body = EditView),
-        (status = 409, description = "Same idempotency key, different body", body = ErrorBody),
-        (status = 422, description = "Invalid request; nothing was stored", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "Same idempotency key, different body (`idempotency_key_conflict`)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "Invalid request (`invalid_body`, the engine's validation codes, `invalid_gate`, `invalid_idempotency_key`); nothing was stored", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = ["edit"]))
 )]
@@ -228,9 +252,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// List edits, newest first, optionally by status.
 #[utoipa::path(
-    get, path = "/edits", tag = "edits",
+    get, path = "/edits", tag = "edits", operation_id = "listEdits",
     params(EditListQuery),
-    responses((status = 200, body = EditPage), (status = 400, body = ErrorBody)),
+    responses(
+        (status = 200, description = "One page of edits", body = EditPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn list_edits<B: ModelBackend>(
@@ -286,9 +316,16 @@ fn parse_status(text: &str) -> Result<EditStatus, ApiError> {
 
 /// One edit: status, attempts, metrics, resulting version, error.
 #[utoipa::path(
-    get, path = "/edits/{id}", tag = "edits",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = EditView), (status = 404, body = ErrorBody)),
+    get, path = "/edits/{id}", tag = "edits", operation_id = "getEdit",
+    params(("id" = Uuid, Path, description = "The edit's id")),
+    responses(
+        (status = 200, description = "The edit", body = EditView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such edit (`edit_not_found`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn get_edit<B: ModelBackend>(
@@ -307,13 +344,17 @@ pub async fn get_edit<B: ModelBackend>(
 /// Cancel an edit: a queued one at once (200), a running one within one iteration
 /// (202; follow its events). A finished edit cannot be cancelled (409).
 #[utoipa::path(
-    delete, path = "/edits/{id}", tag = "edits",
-    params(("id" = Uuid, Path)),
+    delete, path = "/edits/{id}", tag = "edits", operation_id = "cancelEdit",
+    params(("id" = Uuid, Path, description = "The edit's id")),
     responses(
         (status = 200, description = "Cancelled", body = EditView),
         (status = 202, description = "Running: it stops within one iteration", body = EditView),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Already applied or failed", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such edit (`edit_not_found`)", body = ErrorBody),
+        (status = 409, description = "Already applied or failed (`edit_finished`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = ["edit"]))
 )]
@@ -372,5 +413,21 @@ mod tests {
         let json = serde_json::to_value(&request).unwrap();
         let doc: Result<EditRequestDoc, _> = serde_json::from_value(json.clone());
         assert!(doc.is_ok(), "EditRequestDoc is out of date: {json}");
+    }
+
+    #[test]
+    fn the_documented_statuses_match_the_store() {
+        for status in [
+            EditStatus::Queued,
+            EditStatus::Running,
+            EditStatus::Applied,
+            EditStatus::Failed,
+            EditStatus::Cancelled,
+        ] {
+            let json = serde_json::to_value(status).unwrap();
+            let name: EditStatusName = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(serde_json::to_value(name).unwrap(), json);
+            assert_eq!(parse_status(status.as_str()).unwrap(), status);
+        }
     }
 }

@@ -2,6 +2,9 @@
 
 use crate::auth::{self, Authorized};
 use crate::backend::{GenerateParams, ModelBackend};
+use crate::error::responses::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::settings::Limits;
@@ -32,16 +35,24 @@ pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
-    #[schema(example = "The Prince of Wales")]
+    /// Not blank; at most `limits.max_prompt_chars` characters.
+    #[schema(example = "The Prince of Wales", min_length = 1)]
     pub prompt: String,
     /// Default: empty.
     pub negative_prompt: Option<String>,
-    /// Denoising steps (default 25).
+    /// Denoising steps (default 25; at most `limits.max_steps`).
+    #[schema(minimum = 1)]
     pub steps: Option<usize>,
-    /// Classifier-free guidance (default 7.5).
+    /// Classifier-free guidance (default 7.5; at most `limits.max_guidance_scale`).
+    #[schema(minimum = 0.0)]
     pub guidance_scale: Option<f64>,
-    /// Pixels, a multiple of 8 (default: the model's native size, 512 for SD v1.5).
+    /// Pixels, a multiple of 8 (default: the model's native size, 512 for SD v1.5; at
+    /// most `limits.max_width`).
+    #[schema(minimum = 8, multiple_of = 8)]
     pub width: Option<usize>,
+    /// Pixels, a multiple of 8 (default: the model's native size; at most
+    /// `limits.max_height`).
+    #[schema(minimum = 8, multiple_of = 8)]
     pub height: Option<usize>,
     /// Same seed, same version, same settings: the same bytes. Default: random.
     pub seed: Option<u64>,
@@ -51,6 +62,7 @@ pub struct GenerateRequest {
 
 /// `?version=` of `POST /generate`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VersionQuery {
     /// A version number or an alias. Default: the alias `production`, else the latest.
     pub version: Option<String>,
@@ -68,17 +80,38 @@ pub struct GenerateResponse {
     pub steps: usize,
 }
 
+/// The `image/png` answer: the image's bytes (a string of binary content in OpenAPI 3.1).
+pub struct PngImage;
+
+impl utoipa::PartialSchema for PngImage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .content_media_type("image/png")
+            .description(Some("The PNG image's bytes"))
+            .into()
+    }
+}
+
+impl ToSchema for PngImage {}
+
 /// Render an image at a version; `image/png` unless `Accept: application/json`.
 #[utoipa::path(
-    post, path = "/generate", tag = "generate",
+    post, path = "/generate", tag = "generate", operation_id = "generateImage",
     params(VersionQuery),
     request_body = GenerateRequest,
     responses(
         (status = 200, description = "The image; version and seed in `X-Refact-Version` and `X-Refact-Seed`",
-         content((Vec<u8> = "image/png"), (GenerateResponse = "application/json"))),
-        (status = 404, description = "Unknown version or alias", body = ErrorBody),
-        (status = 422, description = "A setting is out of range", body = ErrorBody),
-        (status = 503, description = "The generation queue is full", body = ErrorBody),
+         content((PngImage = "image/png"), (GenerateResponse = "application/json")),
+         headers(("X-Refact-Version" = i64), ("X-Refact-Seed" = u64))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "Unknown version or alias (`version_not_found`)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "A field is missing, of the wrong type or out of range (`invalid_body`, `empty`, `too_long`, `bad_generation_setting`, `unknown_name`)", body = ErrorBody),
+        (status = 503, description = "The generation queue is full (`overloaded`, with `Retry-After`), or the request took longer than `limits.request_timeout_secs` (`unavailable`)", body = ErrorBody),
     ),
     security(("bearer" = ["generate"]))
 )]

@@ -2,6 +2,7 @@
 //! `/info` (what the dashboard shows about the model). None needs a token.
 
 use crate::backend::{ModelBackend, ModelSummary};
+use crate::error::responses::Unavailable;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use axum::extract::State;
@@ -25,15 +26,21 @@ pub struct HealthStatus {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthStatus)))]
+#[utoipa::path(
+    get, path = "/healthz", tag = "health", operation_id = "getHealth",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = HealthStatus))
+)]
 pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
 /// The model is loaded (it is, once the server listens) and the database answers.
 #[utoipa::path(
-    get, path = "/readyz", tag = "health",
-    responses((status = 200, body = HealthStatus), (status = 503, body = ErrorBody))
+    get, path = "/readyz", tag = "health", operation_id = "getReadiness",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = HealthStatus),
+        (status = 503, description = "The database does not answer or the versions are not loaded (`unavailable`)", body = ErrorBody),
+    )
 )]
 pub async fn readyz<B: ModelBackend>(
     State(state): State<AppState<B>>,
@@ -62,7 +69,13 @@ pub struct ServerInfo {
 }
 
 /// The model (and whether it is the random-weight demo), the head version, the database.
-#[utoipa::path(get, path = "/info", tag = "health", responses((status = 200, body = ServerInfo)))]
+#[utoipa::path(
+    get, path = "/info", tag = "health", operation_id = "getInfo",
+    responses(
+        (status = 200, description = "The model, head version, database and auth mode", body = ServerInfo),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn info<B: ModelBackend>(
     State(state): State<AppState<B>>,
 ) -> Result<Json<ServerInfo>, ApiError> {

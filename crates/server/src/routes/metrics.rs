@@ -16,8 +16,11 @@ pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
 
 /// Requests, latencies, queue depths, edit and generation durations.
 #[utoipa::path(
-    get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+    get, path = "/metrics", tag = "health", operation_id = "getMetrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 503, response = crate::error::responses::Unavailable),
+    )
 )]
 pub async fn metrics<B: ModelBackend>(
     State(state): State<AppState<B>>,

@@ -70,8 +70,10 @@ async fn time_limit(
 
 /// `?limit=&offset=` of the list endpoints.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Pagination {
-    /// Page size (default 50; at most `limits.max_page_size`).
+    /// Page size (default 50; at most `limits.max_page_size`, 200 by default).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// Rows to skip (default 0).
     pub offset: Option<u64>,
@@ -89,6 +91,38 @@ impl Pagination {
                 field: Some("limit".into()),
             });
         }
-        Ok((limit, self.offset.unwrap_or(0)))
+        let offset = self.offset.unwrap_or(0);
+        // The databases count rows in i64; beyond it the store would refuse with a 422
+        // that this operation does not list.
+        if i64::try_from(offset).is_err() {
+            return Err(ApiError::BadRequest {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                code: "invalid_query",
+                message: format!("offset must be at most {}", i64::MAX),
+                field: Some("offset".into()),
+            });
+        }
+        Ok((limit, offset))
+    }
+}
+
+#[cfg(test)]
+mod pagination_tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_offsets_out_of_range_are_bad_queries() {
+        let page = |limit, offset| Pagination { limit, offset }.resolve(200);
+        assert_eq!(page(None, None).unwrap(), (50, 0));
+        assert_eq!(
+            page(Some(200), Some(i64::MAX as u64)).unwrap(),
+            (200, i64::MAX as u64)
+        );
+        for (limit, offset) in [(Some(0), None), (Some(201), None), (None, Some(u64::MAX))] {
+            match page(limit, offset) {
+                Err(ApiError::BadRequest { code, .. }) => assert_eq!(code, "invalid_query"),
+                other => panic!("{limit:?} {offset:?}: {other:?}"),
+            }
+        }
     }
 }

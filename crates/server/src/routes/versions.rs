@@ -4,6 +4,7 @@ use super::generate::version_not_found;
 use super::Pagination;
 use crate::auth::{self, Authorized};
 use crate::backend::ModelBackend;
+use crate::error::responses::{BadRequest, Forbidden, Unauthorized, Unavailable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -84,6 +85,7 @@ pub struct VersionPage {
 
 /// `POST /versions/{n}/revert` options.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevertQuery {
     /// Refuse (409 `head_moved`) unless the head is still this version.
     pub expected_head: Option<i64>,
@@ -91,9 +93,15 @@ pub struct RevertQuery {
 
 /// List versions, newest first.
 #[utoipa::path(
-    get, path = "/versions", tag = "versions",
+    get, path = "/versions", tag = "versions", operation_id = "listVersions",
     params(Pagination),
-    responses((status = 200, body = VersionPage), (status = 400, body = ErrorBody)),
+    responses(
+        (status = 200, description = "One page of versions", body = VersionPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn list_versions<B: ModelBackend>(
@@ -113,9 +121,16 @@ pub async fn list_versions<B: ModelBackend>(
 
 /// One version: its edit, layer, parent, creation time.
 #[utoipa::path(
-    get, path = "/versions/{n}", tag = "versions",
-    params(("n" = i64, Path)),
-    responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)),
+    get, path = "/versions/{n}", tag = "versions", operation_id = "getVersion",
+    params(("n" = i64, Path, description = "The version number")),
+    responses(
+        (status = 200, description = "The version", body = VersionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such version (`version_not_found`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
     security(("bearer" = ["read"]))
 )]
 pub async fn get_version<B: ModelBackend>(
@@ -134,12 +149,16 @@ pub async fn get_version<B: ModelBackend>(
 /// Create a new version (head + 1) without the delta of version `n` (an applied edit
 /// in the head's history that is not reverted yet).
 #[utoipa::path(
-    post, path = "/versions/{n}/revert", tag = "versions",
-    params(("n" = i64, Path), RevertQuery),
+    post, path = "/versions/{n}/revert", tag = "versions", operation_id = "revertVersion",
+    params(("n" = i64, Path, description = "The version whose delta to remove"), RevertQuery),
     responses(
         (status = 201, description = "The new version", body = VersionView, headers(("Location" = String))),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Not an applied edit, already reverted, or the head moved", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No such version (`version_not_found`)", body = ErrorBody),
+        (status = 409, description = "Not an applied edit in the head's history or already reverted (`revert_conflict`), or the head moved (`head_moved`)", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = ["edit"]))
 )]
