@@ -151,8 +151,9 @@ for exe in "$BIN"/refact "$BIN"/examples/cuda_matmul; do
   fi
 done
 
-# Tests read the fixture from REFACT_SHARED_DIR; benches may write under REFACT_BENCH_OUT.
-export REFACT_SHARED_DIR="$CARRY/shared"
+# Tests and benches find the committed fixtures (tests/fixtures) from the working
+# directory, the repo root (refact-testkit's workspace_root); benches may write under
+# REFACT_BENCH_OUT.
 export REFACT_BENCH_OUT="$WORK/bench-out"
 mkdir -p "$REFACT_BENCH_OUT"
 export REFACT_DEVICE=${REFACT_DEVICE:-cuda}

@@ -3,10 +3,10 @@
 # with what scripts/gpu-check.sh needs on the GPU machine, which has no Rust toolchain:
 #
 #   .devcarry/bin.tar.xz         binaries without debug info: bin/refact, examples/*, tests/*, benches/*
-#   .devcarry/shared/fixtures/tiny-sd   the fixture (clip-scorer only if it fits)
-#   .devcarry/shared/data        the caption corpus ReFACT's statistics read
 #   .devcarry/MANIFEST.txt       commit, sizes, libraries the binaries need
 #
+# The fixtures (tests/fixtures) and the caption corpus (assets/) are committed: they
+# travel with the working tree, and the carried binaries find them from the repo root.
 # The whole working tree that travels must stay under 64 MiB. Environment:
 #   GPU_PACKAGES   packages whose tests/benches/examples are built (default refact-engine)
 #   GPU_TESTS      regex on test binary names to carry (default 'cuda|gpu'; '.' = all,
@@ -19,7 +19,6 @@ cd "$REPO_ROOT"
 GPU_PACKAGES=${GPU_PACKAGES:-refact-engine}
 GPU_TESTS=${GPU_TESTS:-cuda|gpu}
 CARRY_LIMIT_MB=${CARRY_LIMIT_MB:-64}
-SHARED_SRC=${REFACT_SHARED_DIR:-$REPO_ROOT/../shared}
 CARRY="$REPO_ROOT/.devcarry"
 
 log() { printf '[gpu-prepare] %s\n' "$*" >&2; }
@@ -109,26 +108,20 @@ tar -C "$staging" -cf - bin | xz -9 -T1 >"$staging/bin.tar.xz"
 rm -rf "$staging/bin"
 
 rm -rf "$CARRY"
-mkdir -p "$CARRY/shared/fixtures"
+mkdir -p "$CARRY"
 mv "$staging/bin.tar.xz" "$staging/MANIFEST.txt" "$CARRY/"
-cp -r "$SHARED_SRC/data" "$CARRY/shared/data"
-cp -r "$SHARED_SRC/fixtures/tiny-sd" "$CARRY/shared/fixtures/tiny-sd"
-chmod -R u+w "$CARRY"
 
-# Everything that travels: tracked and untracked-not-ignored files, plus .devcarry.
+# Everything that travels: tracked and untracked-not-ignored files (tests/fixtures among
+# them), plus .devcarry.
 mib() { echo $((($1 + 1048575) / 1048576)); }
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard |
   xargs -0 -r stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+fixture_bytes=$(du -sb tests/fixtures 2>/dev/null | cut -f1)
 limit_bytes=$((CARRY_LIMIT_MB * 1048576))
-# The scorer is the first thing to go: only refact-eval's tests read it.
-if (($(du -sb "$CARRY" | cut -f1) + tree_bytes > limit_bytes - 1048576)); then
-  rm -rf "$CARRY/shared/fixtures/tiny-sd/clip-scorer"
-  log "clip-scorer does not fit: left out"
-fi
 carry_bytes=$(du -sb "$CARRY" | cut -f1)
 total=$((tree_bytes + carry_bytes))
 {
-  echo "sizes: .devcarry $(mib "$carry_bytes") MiB (bin.tar.xz $(mib "$(stat -c %s "$CARRY/bin.tar.xz")") MiB), working tree $(mib "$tree_bytes") MiB, total $(mib "$total") of $CARRY_LIMIT_MB MiB"
+  echo "sizes: .devcarry $(mib "$carry_bytes") MiB (bin.tar.xz $(mib "$(stat -c %s "$CARRY/bin.tar.xz")") MiB), working tree $(mib "$tree_bytes") MiB (tests/fixtures $(mib "${fixture_bytes:-0}") MiB), total $(mib "$total") of $CARRY_LIMIT_MB MiB"
 } | tee -a "$CARRY/MANIFEST.txt" >&2
 if ((total > limit_bytes)); then
   log "over the $CARRY_LIMIT_MB MiB travel limit: carry fewer tests (GPU_TESTS) or packages"
