@@ -25,8 +25,8 @@ Output: crates/engine/tests/data/scheduler_reference.json (read by
 crates/engine/tests/scheduler_reference.rs). The tests never run this script; rerun it
 by hand when the reference changes:
 
-    /work/pyref/bin/python tools/scheduler_reference.py \
-        [--fixture ../shared/fixtures/tiny-sd] [--out crates/engine/tests/data/scheduler_reference.json]
+    python3 tools/scheduler_reference.py \
+        [--fixture tests/fixtures/tiny-sd] [--out crates/engine/tests/data/scheduler_reference.json]
 
 Needs: torch, diffusers (0.42), numpy.
 """
@@ -198,7 +198,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(here)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fixture", default=os.path.join(repo, "..", "shared", "fixtures", "tiny-sd"))
+    ap.add_argument("--fixture", default=os.path.join(repo, "tests", "fixtures", "tiny-sd"))
     ap.add_argument("--out", default=os.path.join(repo, "crates", "engine", "tests", "data",
                                                   "scheduler_reference.json"))
     args = ap.parse_args()
