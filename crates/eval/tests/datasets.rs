@@ -1,4 +1,4 @@
-//! RoAD and TIMED parsing: the shared validation files (read in place) and malformed
+//! RoAD and TIMED parsing: the project's sample files in both layouts (read in place) and malformed
 //! variants written to temp files.
 
 use refact_eval::dataset::{load, DatasetFormat};
@@ -7,65 +7,70 @@ use refact_testkit::data_file;
 use std::path::PathBuf;
 
 #[test]
-fn road_validation_parses_into_ten_lowercased_cases() {
-    let cases = load(&data_file("RoAD_validation.csv"), DatasetFormat::Road).unwrap();
-    assert_eq!(cases.len(), 10);
-    let un = &cases[1];
-    assert_eq!(un.row, 2);
-    assert_eq!(un.kind.as_deref(), Some("role"));
-    assert_eq!(un.edit_prompt, "secretary-general of the united nations");
-    assert_eq!(un.source, "ban ki-moon");
+fn the_road_sample_parses_into_three_lowercased_cases() {
+    let cases = load(&data_file("road_sample.csv"), DatasetFormat::Road).unwrap();
+    assert_eq!(cases.len(), 3);
+    let mayor = &cases[0];
+    assert_eq!(mayor.row, 1);
+    assert_eq!(mayor.kind.as_deref(), Some("role"));
+    assert_eq!(mayor.edit_prompt, "the mayor of springfield");
+    // Cells are trimmed (this one is " Joe Quimby " in the file).
+    assert_eq!(mayor.source, "joe quimby");
     // Non-ASCII letters are kept (and lowercased).
-    assert_eq!(un.target, "antónio guterres");
+    assert_eq!(mayor.target, "ana núñez");
     assert_eq!(
-        un.oracle_prompt(),
-        "antónio guterres as secretary-general of the united nations"
+        mayor.oracle_prompt(),
+        "ana núñez as the mayor of springfield"
     );
-    assert_eq!(un.positives.len(), 5);
+    assert_eq!(mayor.positives.len(), 5);
     assert_eq!(
-        un.positives[0].prompt,
-        "secretary-general of the un playing guitar"
+        mayor.positives[0].prompt,
+        "the springfield mayor playing guitar"
     );
-    assert_eq!(un.positives[0].old, "ban ki-moon playing guitar");
-    assert_eq!(un.positives[0].new, "antónio guterres playing guitar");
-    // The validation split has no Positive_oracle columns: the oracle uses the new text.
+    assert_eq!(mayor.positives[0].old, "joe quimby playing guitar");
+    assert_eq!(mayor.positives[0].new, "ana núñez playing guitar");
+    // The validation layout has no Positive_oracle columns: the oracle uses the new text.
     assert_eq!(
-        un.positives[0].oracle_prompt(),
-        "antónio guterres playing guitar"
+        mayor.positives[0].oracle_prompt(),
+        "ana núñez playing guitar"
     );
-    assert_eq!(un.negatives.len(), 5);
-    assert_eq!(un.negatives[0].prompt, "ban ki-moon");
-    assert_eq!(un.negatives[4].new, "antónio guterres");
+    assert_eq!(mayor.negatives.len(), 5);
+    assert_eq!(mayor.negatives[0].prompt, "joe quimby");
+    assert_eq!(mayor.negatives[4].new, "ana núñez");
     // The file has no final newline: the last row is still read whole.
-    let last = &cases[9];
+    let last = &cases[2];
+    assert_eq!(last.row, 3);
     assert_eq!(
         (last.edit_prompt.as_str(), last.target.as_str()),
-        ("artichoke", "okra")
+        ("the harbour bridge", "a red steel bridge")
     );
+    assert_eq!(last.negatives[4].new, "a red harbour");
     assert_eq!(last.kind.as_deref(), Some("appearance"));
 }
 
 #[test]
-fn timed_validation_parses_with_old_as_prompt_and_source() {
-    let cases = load(&data_file("TIMED_validation_set.csv"), DatasetFormat::Timed).unwrap();
-    assert_eq!(cases.len(), 8);
-    let messi = &cases[7];
-    assert_eq!(messi.row, 8);
-    assert_eq!(messi.kind, None);
-    assert_eq!(messi.edit_prompt, "messi");
-    assert_eq!(messi.source, "messi");
-    assert_eq!(messi.target, "messi playing basketball");
-    assert_eq!(messi.oracle_prompt(), "messi playing basketball");
-    let p = &messi.positives[0];
+fn the_timed_sample_parses_with_old_as_prompt_and_source() {
+    let cases = load(&data_file("timed_sample.csv"), DatasetFormat::Timed).unwrap();
+    assert_eq!(cases.len(), 4);
+    let fox = &cases[3];
+    assert_eq!(fox.row, 4);
+    assert_eq!(fox.kind, None);
+    assert_eq!(fox.edit_prompt, "a fox");
+    assert_eq!(fox.source, "a fox");
+    assert_eq!(fox.target, "a fox playing chess");
+    assert_eq!(fox.oracle_prompt(), "a fox playing chess");
+    let p = &fox.positives[0];
     assert_eq!(
         (p.prompt.as_str(), p.old.as_str()),
-        ("lionel messi", "lionel messi")
+        ("a fox in the snow", "a fox in the snow")
     );
-    assert_eq!(p.new, "lionel messi playing basketball");
-    assert_eq!(messi.negatives[4].prompt, "a soccer ball");
-    assert_eq!(messi.negatives[4].new, "a basket ball");
+    assert_eq!(p.new, "a fox playing chess in the snow");
+    // The file has no final newline: the last cell of the last row is whole.
+    assert_eq!(fox.negatives[4].prompt, "a forest");
+    assert_eq!(fox.negatives[4].new, "a forest");
     // A quoted cell with a comma stays one cell.
-    assert_eq!(cases[0].positives[0].prompt, "a bear, pixel art");
+    assert_eq!(cases[0].positives[0].prompt, "a kettle, pixel art");
+    assert_eq!(cases[2].edit_prompt, "a pack of roses");
 }
 
 fn temp_csv(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -137,9 +142,9 @@ fn a_missing_column_is_named_in_the_header() {
 
 #[test]
 fn a_road_file_read_as_timed_is_refused_and_vice_versa() {
-    let err = load(&data_file("RoAD_validation.csv"), DatasetFormat::Timed).unwrap_err();
+    let err = load(&data_file("road_sample.csv"), DatasetFormat::Timed).unwrap_err();
     assert!(matches!(err, EvalError::Dataset { row: 0, .. }), "{err}");
-    let err = load(&data_file("TIMED_validation_set.csv"), DatasetFormat::Road).unwrap_err();
+    let err = load(&data_file("timed_sample.csv"), DatasetFormat::Road).unwrap_err();
     assert!(matches!(err, EvalError::Dataset { row: 0, .. }), "{err}");
 }
 

@@ -26,8 +26,8 @@ fn edits_render_deterministically_and_survive_a_save_and_load() {
     let model =
         StableDiffusion::load_folder(&fixture_dir(), "tiny-sd", &Device::Cpu, DType::F32).unwrap();
     let mut backend = EngineBackend::new(model, options);
-    let cases = load(&data_file("TIMED_validation_set.csv"), DatasetFormat::Timed).unwrap();
-    let case = &cases[6]; // a pack of roses → a pack of blue roses
+    let cases = load(&data_file("timed_sample.csv"), DatasetFormat::Timed).unwrap();
+    let case = &cases[2]; // a pack of roses → a pack of blue roses
     let base = backend.unedited();
     let (edited, info) = backend.edit(case, &base).unwrap();
     assert_eq!(edited.len(), 1);

@@ -75,7 +75,7 @@ fn settings(mode: Mode, seeds: Vec<u64>, limit: usize) -> RunSettings {
     RunSettings {
         mode,
         seeds,
-        dataset: "RoAD_validation.csv".into(),
+        dataset: "road_sample.csv".into(),
         format: DatasetFormat::Road,
         limit: Some(limit),
         backend: serde_json::json!({"backend": "fake"}),
@@ -83,7 +83,7 @@ fn settings(mode: Mode, seeds: Vec<u64>, limit: usize) -> RunSettings {
 }
 
 fn road() -> Vec<EvalCase> {
-    load(&data_file("RoAD_validation.csv"), DatasetFormat::Road).unwrap()
+    load(&data_file("road_sample.csv"), DatasetFormat::Road).unwrap()
 }
 
 fn scorer() -> Scorer {
@@ -127,7 +127,7 @@ fn edit_mode_writes_all_outputs_and_a_rerun_skips_done_rows() {
     );
     let html = std::fs::read_to_string(layout.report_html()).unwrap();
     assert!(html.contains("images/row-001/after/edit_s0.png"));
-    assert!(html.contains("antónio guterres"));
+    assert!(html.contains("ana núñez"));
 
     // The stored comparison is the scorer's logits of the saved image for the row's texts.
     let row: RowResult =
@@ -233,8 +233,8 @@ fn oracle_mode_generates_new_prompts_unedited_and_negatives_once() {
         "the oracle never edits"
     );
     let prompts: Vec<&str> = backend.prompts.iter().map(|p| p.0.as_str()).collect();
-    assert!(prompts.contains(&"joe biden as the president of the united states"));
-    assert!(prompts.contains(&"joe biden playing guitar"));
+    assert!(prompts.contains(&"ana núñez as the mayor of springfield"));
+    assert!(prompts.contains(&"ana núñez playing guitar"));
     // 11 unedited images + the oracle's edit prompt and 5 positives; negatives are shared.
     assert_eq!(backend.prompts.len(), 11 + 6);
     assert_eq!(

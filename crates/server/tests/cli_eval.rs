@@ -43,7 +43,7 @@ fn read(path: &Path) -> String {
 #[test]
 fn two_rows_two_seeds_write_all_outputs_and_a_rerun_skips_them() {
     let work = tempfile::tempdir().unwrap();
-    let dataset = data_file("RoAD_validation.csv");
+    let dataset = data_file("road_sample.csv");
     let first = eval(&dataset, work.path());
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");
@@ -127,7 +127,7 @@ fn two_rows_two_seeds_write_all_outputs_and_a_rerun_skips_them() {
 fn a_malformed_dataset_is_refused_with_row_and_column() {
     let work = tempfile::tempdir().unwrap();
     let bad = work.path().join("bad.csv");
-    let header = read(&data_file("RoAD_validation.csv"))
+    let header = read(&data_file("road_sample.csv"))
         .lines()
         .next()
         .unwrap()

@@ -6,7 +6,7 @@
 //! tests/fixtures/tiny-sd/      the tiny random-weight SD v1.5-shaped model (hidden 32),
 //!                              golden.safetensors, golden.json, clip-scorer/
 //! tests/fixtures/tiny-sd-48/   the same layout with hidden size 48
-//! tests/fixtures/data/         RoAD_validation.csv, TIMED_validation_set.csv
+//! tests/fixtures/data/         road_sample.csv, timed_sample.csv (RoAD and TIMED layouts)
 //! assets/coco_val2017_captions.txt   the caption corpus (also embedded in the engine)
 //! ```
 
@@ -69,7 +69,7 @@ pub fn data_dir() -> PathBuf {
     fixtures_dir().join("data")
 }
 
-/// A file of [`data_dir`], e.g. `RoAD_validation.csv`.
+/// A file of [`data_dir`], e.g. `road_sample.csv`.
 pub fn data_file(name: &str) -> PathBuf {
     data_dir().join(name)
 }
