@@ -1,223 +1,360 @@
-//! ReFACT against the reference implementation (make_fixture.py `refact`) on the
-//! fixture: statistics, k, u, v, target_init, δ, iteration counts, the early stop, a
-//! sequential second edit, and the edited encoder's outputs.
+//! ReFACT against the reference implementation (tools/fixtures/make_fixture.py,
+//! `reference_refact`): every reference case of both fixtures (`golden.json:
+//! refact_cases`), held to the reference's own conditioning: k, u, v, target_init and δ
+//! within cosine 0.99999, the edited encoder's pooled outputs within 1e-4, the same
+//! number of Adam steps and the same probability at every iteration; the statistics of
+//! every layer used; the insert itself; cancellation.
+//!
+//! The cases are the ones users hit: the edit prompt as its own source (every TIMED edit),
+//! with and without contrastive prompts; a subject shorter than the prompt; an edit on a
+//! parent that already edited the same layer, or another layer; an early stop; an edit
+//! after a revert. Each case names its parents: earlier cases whose golden (layer, u, v)
+//! make the version the edit is computed on.
 
-// Where the fixture is, the goldens, tensor comparisons.
-use refact_testkit as common;
-
-use candle_core::{Device, IndexOp, Tensor};
-use refact_engine::deltas::DeltaSet;
+use candle_core::{DType, Device, IndexOp, Tensor};
+use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_edit, Corpus, EditOutcome, EditRequest, HyperParams, LayerStatistics,
 };
 use refact_engine::text_encoder::{Fc2Hook, Mode};
+use refact_testkit::{cosine, golden_json_in, goldens_in, max_abs_diff};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-fn model() -> &'static TextModel {
-    static MODEL: OnceLock<TextModel> = OnceLock::new();
-    MODEL.get_or_init(|| TextModel::load(&common::fixture_dir(), &Device::Cpu).unwrap())
+const MIN_COSINE: f64 = 0.99999;
+const MAX_POOLED_ERROR: f32 = 1e-4;
+/// Probabilities are means of softmaxes over a handful of candidates: f32 rounding.
+const MAX_PROBABILITY_ERROR: f64 = 1e-5;
+
+/// One fixture model with its goldens and a statistics cache per layer.
+struct Fixture {
+    model: TextModel,
+    json: Value,
+    goldens: HashMap<String, Tensor>,
+    stats: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
 }
 
-/// C at layer 7 over the first 2000 captions, as the reference computed it.
-fn stats() -> &'static LayerStatistics {
-    static STATS: OnceLock<LayerStatistics> = OnceLock::new();
-    STATS.get_or_init(|| {
-        let m = model();
-        let sample = Corpus::Builtin.captions(2000).unwrap();
-        LayerStatistics::compute(
-            &m.encoder,
-            &m.tokenizer,
-            7,
-            &sample,
-            &m.fingerprint,
-            &mut |_, _| true,
-        )
-        .unwrap()
-    })
+fn load(name: &str) -> Fixture {
+    let dir = refact_testkit::fixture(name);
+    Fixture {
+        model: TextModel::load(&dir, &Device::Cpu).unwrap(),
+        json: golden_json_in(&dir),
+        goldens: goldens_in(&dir),
+        stats: Mutex::new(HashMap::new()),
+    }
 }
 
-fn request(key: &str) -> EditRequest {
-    let json = common::golden_json();
-    let req = &json[key]["request"];
-    let hp = &json[key]["hparams"];
-    EditRequest {
-        prompt: req["prompt"].as_str().unwrap().into(),
-        subject: Some(req["subject"].as_str().unwrap().into()),
-        source: req["source"].as_str().unwrap().into(),
-        target: req["target"].as_str().unwrap().into(),
-        contrastive: req["negatives"]
+fn fixture(name: &str) -> &'static Fixture {
+    static SMALL: OnceLock<Fixture> = OnceLock::new();
+    static LARGE: OnceLock<Fixture> = OnceLock::new();
+    match name {
+        "tiny-sd" => SMALL.get_or_init(|| load(name)),
+        "tiny-sd-48" => LARGE.get_or_init(|| load(name)),
+        other => panic!("no fixture {other}"),
+    }
+}
+
+impl Fixture {
+    fn tensor(&self, key: &str) -> &Tensor {
+        self.goldens
+            .get(key)
+            .unwrap_or_else(|| panic!("golden tensor {key} missing"))
+    }
+
+    fn vector(&self, key: &str) -> Vec<f32> {
+        self.tensor(key)
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// C of the base model at `layer`, over the captions the reference used.
+    fn statistics(&self, layer: usize) -> Arc<LayerStatistics> {
+        if let Some(stats) = self.stats.lock().unwrap().get(&layer) {
+            return stats.clone();
+        }
+        let captions = self.json["statistics"][layer.to_string()]["captions"]
+            .as_u64()
+            .expect("statistics for the case's layer") as usize;
+        let sample = Corpus::Builtin.captions(captions).unwrap();
+        let m = &self.model;
+        let stats = Arc::new(
+            LayerStatistics::compute(
+                &m.encoder,
+                &m.tokenizer,
+                layer,
+                &sample,
+                &m.fingerprint,
+                &mut |_, _| true,
+            )
+            .unwrap(),
+        );
+        self.stats.lock().unwrap().insert(layer, stats.clone());
+        stats
+    }
+
+    fn request(&self, case: &str) -> EditRequest {
+        let req = &self.json[case]["request"];
+        let hp = &self.json[case]["hparams"];
+        let text = |v: &Value| v.as_str().unwrap().to_string();
+        EditRequest {
+            prompt: text(&req["prompt"]),
+            subject: Some(text(&req["subject"])),
+            source: text(&req["source"]),
+            target: text(&req["target"]),
+            contrastive: req["negatives"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect(),
+            layer: Some(hp["layer"].as_u64().unwrap() as usize),
+            hparams: HyperParams {
+                lr: hp["lr"].as_f64().unwrap(),
+                max_steps: hp["max_steps"].as_u64().unwrap() as usize,
+                prob_threshold: hp["prob_threshold"].as_f64().unwrap(),
+                weight_decay: hp["weight_decay"].as_f64().unwrap(),
+                clamp_factor: hp["clamp_norm_factor"].as_f64().unwrap(),
+            },
+        }
+    }
+
+    /// The reference's delta of `case`, from its golden u and v.
+    fn golden_delta(&self, case: &str) -> Delta {
+        Delta {
+            layer: self.json[case]["hparams"]["layer"].as_u64().unwrap() as usize,
+            u: self.vector(&format!("{case}.u")),
+            v: self.vector(&format!("{case}.v")),
+        }
+    }
+
+    /// The version `case` is computed on: its parents' golden deltas, in order.
+    fn parent_version(&self, case: &str) -> DeltaSet {
+        self.json[case]["parents"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_str().unwrap().into())
-            .collect(),
-        layer: Some(hp["layer"].as_u64().unwrap() as usize),
-        hparams: HyperParams {
-            lr: hp["lr"].as_f64().unwrap(),
-            max_steps: hp["max_steps"].as_u64().unwrap() as usize,
-            prob_threshold: hp["prob_threshold"].as_f64().unwrap(),
-            weight_decay: hp["weight_decay"].as_f64().unwrap(),
-            clamp_factor: hp["clamp_norm_factor"].as_f64().unwrap(),
-        },
+            .fold(DeltaSet::empty(), |set, parent| {
+                set.with(Arc::new(self.golden_delta(parent.as_str().unwrap())))
+            })
+    }
+
+    fn compute(&self, case: &str, base: &DeltaSet) -> EditOutcome {
+        self.compute_observed(case, base, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+    }
+
+    fn compute_observed(
+        &self,
+        case: &str,
+        base: &DeltaSet,
+        observer: &mut dyn FnMut(refact_engine::refact::IterationReport) -> ControlFlow<()>,
+    ) -> refact_engine::Result<EditOutcome> {
+        let m = &self.model;
+        let validated = self
+            .request(case)
+            .validate(&m.tokenizer, m.encoder.num_layers())
+            .unwrap();
+        let stats = self.statistics(validated.layer);
+        compute_edit(&m.encoder, &m.tokenizer, &stats, &validated, base, observer)
+    }
+
+    fn probabilities(&self, case: &str) -> Vec<f64> {
+        self.json[case]["probs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect()
     }
 }
 
-fn edit(key: &str, base: &DeltaSet) -> EditOutcome {
-    let m = model();
-    let validated = request(key)
-        .validate(&m.tokenizer, m.encoder.num_layers())
-        .unwrap();
-    compute_edit(
-        &m.encoder,
-        &m.tokenizer,
-        stats(),
-        &validated,
-        base,
-        &mut |_| ControlFlow::Continue(()),
-    )
-    .unwrap()
-}
-
-fn main_edit() -> &'static EditOutcome {
-    static EDIT: OnceLock<EditOutcome> = OnceLock::new();
-    EDIT.get_or_init(|| edit("refact", &DeltaSet::empty()))
-}
-
-fn vector(values: &[f32]) -> Tensor {
+fn tensor(values: &[f32]) -> Tensor {
     Tensor::from_slice(values, values.len(), &Device::Cpu).unwrap()
 }
 
-fn assert_cosine(name: &str, ours: &[f32], golden: &Tensor) {
-    let cos = common::cosine(&vector(ours), golden);
-    eprintln!("{name}: cosine {cos:.6}");
-    assert!(cos > 0.999, "{name}: cosine {cos} to the golden vector");
-}
+/// Computes `case` on `fixture_name` and compares everything with the reference.
+fn check(fixture_name: &str, case: &str) {
+    let f = fixture(fixture_name);
+    let golden = &f.json[case];
+    let base = f.parent_version(case);
+    let e = f.compute(case, &base);
 
-fn golden_steps(key: &str) -> usize {
-    common::golden_json()[key]["steps"].as_u64().unwrap() as usize
-}
-
-#[test]
-fn second_moment_matches_the_reference() {
-    let s = stats();
-    let golden = common::goldens()["refact.mom2"]
-        .to_dtype(candle_core::DType::F64)
-        .unwrap();
-    let ours = s.mom2_tensor().unwrap();
-    let scale = golden
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let err = common::max_abs_diff(&ours, &golden) as f64 / scale;
-    eprintln!("mom2: max relative error {err:e}, {} tokens", s.tokens);
-    assert!(
-        err < 1e-4,
-        "mom2 off by {err} (relative to its largest entry)"
-    );
+    // A case the reference itself cannot reproduce in float64 would only measure rounding.
     assert_eq!(
-        s.tokens as u64,
-        common::golden_json()["refact"]["covariance"]["tokens"]
-            .as_u64()
-            .unwrap()
+        golden["well_conditioned"].as_bool(),
+        Some(true),
+        "{fixture_name} {case}: the golden is not well conditioned ({})",
+        golden["float64_rerun"]
     );
-}
-
-#[test]
-fn main_edit_matches_the_reference_vectors_and_iteration_count() {
-    let e = main_edit();
-    let g = common::goldens();
-    assert_cosine("k", &e.vectors.key, &g["refact.k"]);
-    assert_cosine("u", &e.delta.u, &g["refact.u"]);
-    assert_cosine("v", &e.delta.v, &g["refact.v"]);
-    assert_cosine(
-        "target_init",
-        &e.vectors.target_init,
-        &g["refact.target_init"],
-    );
-    assert_cosine("delta", &e.vectors.delta, &g["refact.delta"]);
-    assert_eq!(e.metrics.iterations, golden_steps("refact"));
-    let golden_probs = common::golden_json()["refact"]["probs"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert_eq!(e.metrics.probabilities.len(), golden_probs.len());
-    let first = golden_probs[0].as_f64().unwrap();
-    assert!(
-        (e.metrics.probabilities[0] - first).abs() < 1e-4,
-        "first probability {} vs {first}",
-        e.metrics.probabilities[0]
-    );
-}
-
-#[test]
-fn early_stop_takes_the_reference_number_of_steps() {
-    let e = edit("refact_early", &DeltaSet::empty());
-    let g = common::goldens();
-    assert_eq!(e.metrics.iterations, golden_steps("refact_early"));
-    assert!(e.metrics.converged);
-    assert_cosine("early u", &e.delta.u, &g["refact_early.u"]);
-    assert_cosine("early v", &e.delta.v, &g["refact_early.v"]);
-}
-
-fn assert_rows_close(name: &str, ours: &Tensor, golden: &Tensor) {
-    let err = common::max_abs_diff(ours, golden);
-    let rows = golden.dim(0).unwrap();
-    for r in 0..rows {
-        let cos = common::cosine(&ours.i(r).unwrap(), &golden.i(r).unwrap());
-        assert!(cos > 0.999, "{name} row {r}: cosine {cos}");
+    let mut failures = Vec::new();
+    let vectors: [(&str, &[f32]); 5] = [
+        ("k", &e.vectors.key),
+        ("u", &e.delta.u),
+        ("v", &e.delta.v),
+        ("target_init", &e.vectors.target_init),
+        ("delta", &e.vectors.delta),
+    ];
+    for (name, ours) in vectors {
+        let cos = cosine(&tensor(ours), f.tensor(&format!("{case}.{name}"))) as f64;
+        eprintln!("{fixture_name} {case} {name}: cosine {cos:.9}");
+        if cos.is_nan() || cos < MIN_COSINE {
+            failures.push(format!("{name}: cosine {cos}"));
+        }
     }
-    eprintln!("{name}: max abs err {err:e}");
-}
+    let steps = golden["steps"].as_u64().unwrap() as usize;
+    if e.metrics.iterations != steps {
+        failures.push(format!(
+            "{} Adam steps, the reference took {steps}",
+            e.metrics.iterations
+        ));
+    }
+    let golden_probabilities = f.probabilities(case);
+    let worst = e
+        .metrics
+        .probabilities
+        .iter()
+        .zip(&golden_probabilities)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!("{fixture_name} {case} probabilities: max error {worst:e}");
+    if e.metrics.probabilities.len() != golden_probabilities.len()
+        || worst.is_nan()
+        || worst > MAX_PROBABILITY_ERROR
+    {
+        failures.push(format!(
+            "probabilities off by up to {worst} ({} vs {} iterations)",
+            e.metrics.probabilities.len(),
+            golden_probabilities.len()
+        ));
+    }
 
-fn eval_prompts() -> Vec<String> {
-    common::golden_json()["refact"]["eval_prompts"]
+    let prompts: Vec<String> = golden["eval_prompts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let edited = base.with(Arc::new(e.delta.clone()));
+    let pooled = f
+        .model
+        .encoder
+        .encode_texts(&f.model.tokenizer, &texts, &edited)
+        .unwrap()
+        .pooler_output;
+    let err = max_abs_diff(&pooled, f.tensor(&format!("{case}.edited_pooler_output")));
+    eprintln!("{fixture_name} {case} edited pooler: max abs error {err:e}");
+    if err.is_nan() || err > MAX_POOLED_ERROR {
+        failures.push(format!("edited pooled outputs off by {err}"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{fixture_name} {case}: {}",
+        failures.join("; ")
+    );
+}
+
+/// The cases this file checks; a golden case without a test here fails
+/// `every_golden_case_is_checked`.
+const CASES: &[&str] = &[
+    "refact",
+    "refact_early",
+    "refact_seq2",
+    "same_source",
+    "same_source_contrastive",
+    "pm_contrastive",
+    "subject_shorter",
+    "other_layer",
+    "after_revert",
+];
+
+macro_rules! cases {
+    ($($test:ident: $fixture:literal, $case:literal;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check($fixture, $case);
+            }
+        )*
+    };
+}
+
+cases! {
+    small_main_edit: "tiny-sd", "refact";
+    small_early_stop: "tiny-sd", "refact_early";
+    small_same_layer_parent_source_is_prompt: "tiny-sd", "refact_seq2";
+    small_source_is_prompt: "tiny-sd", "same_source";
+    small_source_is_prompt_contrastive: "tiny-sd", "same_source_contrastive";
+    small_contrastive: "tiny-sd", "pm_contrastive";
+    small_subject_shorter_than_prompt: "tiny-sd", "subject_shorter";
+    small_parent_edited_another_layer: "tiny-sd", "other_layer";
+    small_edit_after_revert: "tiny-sd", "after_revert";
+    large_main_edit: "tiny-sd-48", "refact";
+    large_early_stop: "tiny-sd-48", "refact_early";
+    large_same_layer_parent_source_is_prompt: "tiny-sd-48", "refact_seq2";
+    large_source_is_prompt: "tiny-sd-48", "same_source";
+    large_source_is_prompt_contrastive: "tiny-sd-48", "same_source_contrastive";
+    large_contrastive: "tiny-sd-48", "pm_contrastive";
+    large_subject_shorter_than_prompt: "tiny-sd-48", "subject_shorter";
+    large_parent_edited_another_layer: "tiny-sd-48", "other_layer";
+    large_edit_after_revert: "tiny-sd-48", "after_revert";
 }
 
 #[test]
-fn edited_encoder_outputs_match_the_reference_for_versions_1_and_2() {
-    let m = model();
-    let g = common::goldens();
-    let prompts = eval_prompts();
-    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let v1 = DeltaSet::empty().with(Arc::new(main_edit().delta.clone()));
-    let out1 = m.encoder.encode_texts(&m.tokenizer, &texts, &v1).unwrap();
-    assert_rows_close(
-        "version 1 pooler",
-        &out1.pooler_output,
-        &g["refact.edited_pooler_output"],
-    );
-
-    // The second edit is computed on the reference's version 1 (its u, v), with the same
-    // statistics, so that this checks the sequential computation itself.
-    let golden_v1 = refact_engine::deltas::Delta {
-        layer: 7,
-        u: g["refact.u"].to_vec1().unwrap(),
-        v: g["refact.v"].to_vec1().unwrap(),
-    };
-    let second = edit("refact_seq2", &DeltaSet::empty().with(Arc::new(golden_v1)));
-    assert_eq!(second.metrics.iterations, golden_steps("refact_seq2"));
-    assert_cosine("seq2 u", &second.delta.u, &g["refact_seq2.u"]);
-    assert_cosine("seq2 v", &second.delta.v, &g["refact_seq2.v"]);
-    let v2 = v1.with(Arc::new(second.delta.clone()));
-    let out2 = m.encoder.encode_texts(&m.tokenizer, &texts, &v2).unwrap();
-    assert_rows_close(
-        "version 2 pooler",
-        &out2.pooler_output,
-        &g["refact_seq2.edited_pooler_output"],
-    );
+fn every_golden_case_is_checked() {
+    for name in ["tiny-sd", "tiny-sd-48"] {
+        let listed: Vec<&str> = fixture(name).json["refact_cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        let mut ours = CASES.to_vec();
+        ours.sort_unstable();
+        assert_eq!(
+            sorted, ours,
+            "{name}: golden cases vs the cases tested here"
+        );
+    }
 }
 
-/// Captures fc2's output at the hooked layer.
+#[test]
+fn statistics_match_the_reference_at_every_layer_used() {
+    for name in ["tiny-sd", "tiny-sd-48"] {
+        let f = fixture(name);
+        let layers = f.json["statistics"].as_object().unwrap();
+        assert!(!layers.is_empty());
+        for (layer, info) in layers {
+            let layer: usize = layer.parse().unwrap();
+            let stats = f.statistics(layer);
+            let golden = f
+                .tensor(&format!("stats.layer{layer}.mom2"))
+                .to_dtype(DType::F64)
+                .unwrap();
+            let ours = stats.mom2_tensor().unwrap();
+            let scale = golden
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let err = max_abs_diff(&ours, &golden) as f64 / scale;
+            eprintln!("{name} layer {layer}: mom2 relative error {err:e}");
+            assert!(err < 1e-5, "{name} layer {layer}: mom2 off by {err}");
+            assert_eq!(stats.tokens as u64, info["tokens"].as_u64().unwrap());
+        }
+    }
+}
+
+/// Records fc2's output at the hooked layer.
 struct CaptureOutput(Option<Tensor>);
 
 impl Fc2Hook for CaptureOutput {
@@ -229,63 +366,55 @@ impl Fc2Hook for CaptureOutput {
 
 #[test]
 fn after_the_insert_the_edited_weight_maps_the_key_to_target_init_plus_delta() {
-    let m = model();
-    let e = main_edit();
-    let v1 = DeltaSet::empty().with(Arc::new(e.delta.clone()));
-    let prepared = v1.prepare(m.encoder.num_layers(), &Device::Cpu).unwrap();
-    let ids = m
-        .encoder
-        .padded_ids(&m.tokenizer, &["The Prince of Wales"])
-        .unwrap();
-    let hidden = m.encoder.embed(&ids).unwrap();
-    let mut capture = CaptureOutput(None);
-    m.encoder
-        .run_layers(
-            &hidden,
-            0..8,
-            &prepared,
-            Mode::Inference,
-            Some((7, &mut capture)),
-        )
-        .unwrap();
-    let index = common::golden_json()["refact"]["lookup_index"]
-        .as_u64()
-        .unwrap() as usize;
-    let written = capture.0.unwrap().i((0, index)).unwrap();
-    let expected: Vec<f32> = e
-        .vectors
-        .target_init
-        .iter()
-        .zip(&e.vectors.delta)
-        .map(|(t, d)| t + d)
-        .collect();
-    let err = common::max_abs_diff(&written, &vector(&expected));
-    eprintln!("W k vs target_init + delta: max err {err:e}");
-    assert!(err < 1e-4, "W k differs from target_init + δ by {err}");
+    for name in ["tiny-sd", "tiny-sd-48"] {
+        let f = fixture(name);
+        let m = &f.model;
+        let e = f.compute("refact", &DeltaSet::empty());
+        let layer = e.delta.layer;
+        let v1 = DeltaSet::empty().with(Arc::new(e.delta.clone()));
+        let prepared = v1.prepare(m.encoder.num_layers(), &Device::Cpu).unwrap();
+        let prompt = f.json["refact"]["request"]["prompt"].as_str().unwrap();
+        let ids = m.encoder.padded_ids(&m.tokenizer, &[prompt]).unwrap();
+        let hidden = m.encoder.embed(&ids).unwrap();
+        let mut capture = CaptureOutput(None);
+        m.encoder
+            .run_layers(
+                &hidden,
+                0..layer + 1,
+                &prepared,
+                Mode::Inference,
+                Some((layer, &mut capture)),
+            )
+            .unwrap();
+        let index = f.json["refact"]["lookup_index"].as_u64().unwrap() as usize;
+        let written = capture.0.unwrap().i((0, index)).unwrap();
+        let expected: Vec<f32> = e
+            .vectors
+            .target_init
+            .iter()
+            .zip(&e.vectors.delta)
+            .map(|(t, d)| t + d)
+            .collect();
+        let err = max_abs_diff(&written, &tensor(&expected));
+        eprintln!("{name}: W k vs target_init + delta: max err {err:e}");
+        assert!(
+            err < 1e-4,
+            "{name}: W k differs from target_init + δ by {err}"
+        );
+    }
 }
 
 #[test]
 fn cancelling_stops_within_one_iteration() {
-    let m = model();
-    let validated = request("refact")
-        .validate(&m.tokenizer, m.encoder.num_layers())
-        .unwrap();
     let mut seen = 0;
-    let result = compute_edit(
-        &m.encoder,
-        &m.tokenizer,
-        stats(),
-        &validated,
-        &DeltaSet::empty(),
-        &mut |report| {
-            seen += 1;
-            if report.iteration == 3 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    );
+    let result = fixture("tiny-sd").compute_observed("refact", &DeltaSet::empty(), &mut |report| {
+        seen += 1;
+        if report.iteration == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
     assert!(matches!(result, Err(refact_engine::EngineError::Cancelled)));
     assert_eq!(seen, 4);
 }
