@@ -1,10 +1,12 @@
-//! Loading whole pipelines: the fixture folder, and the built-in demo model.
+//! Loading whole pipelines: the fixture folders (tiny-sd, tiny-sd-48), and the built-in
+//! demo model.
 
 use candle_core::{DType, Device};
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
+use std::path::Path;
 
 fn spec(source: ModelSource, data_dir: &std::path::Path) -> ModelSpec {
     ModelSpec {
@@ -16,22 +18,33 @@ fn spec(source: ModelSource, data_dir: &std::path::Path) -> ModelSpec {
     }
 }
 
-#[test]
-fn the_fixture_folder_loads_with_its_sizes_from_the_configs() {
+/// The sizes are those of the fixture's own config files.
+fn the_fixture_folder_loads_with_its_sizes_from_the_configs(fixture: &Path) {
     let data = tempfile::tempdir().unwrap();
     let model = StableDiffusion::load(&spec(
-        ModelSource::Folder(refact_testkit::fixture_dir()),
+        ModelSource::Folder(fixture.to_path_buf()),
         data.path(),
     ))
     .unwrap();
+    let text = refact_testkit::fixture_json(fixture, "text_encoder/config.json");
+    let unet = refact_testkit::fixture_json(fixture, "unet/config.json");
+    let vae = refact_testkit::fixture_json(fixture, "vae/config.json");
+    let size = |json: &serde_json::Value, key: &str| json[key].as_u64().unwrap() as usize;
     assert!(!model.info.is_demo);
-    assert_eq!(model.info.num_layers, 12);
-    assert_eq!(model.info.hidden_size, 32);
-    assert_eq!(model.info.intermediate_size, 64);
-    assert_eq!(model.info.default_size, (64, 64));
+    assert_eq!(model.info.num_layers, size(&text, "num_hidden_layers"));
+    assert_eq!(model.info.hidden_size, size(&text, "hidden_size"));
+    assert_eq!(
+        model.info.intermediate_size,
+        size(&text, "intermediate_size")
+    );
+    let scale = 1 << (vae["block_out_channels"].as_array().unwrap().len() - 1);
+    let side = size(&unet, "sample_size") * scale;
+    assert_eq!(model.info.default_size, (side, side));
     assert_eq!(model.info.default_scheduler, Some(SchedulerKind::Pndm));
     assert_eq!(model.info.fingerprint.len(), 64);
 }
+
+refact_testkit::test_each_fixture!(the_fixture_folder_loads_with_its_sizes_from_the_configs);
 
 #[test]
 fn the_demo_model_is_created_once_deterministically_and_generates() {

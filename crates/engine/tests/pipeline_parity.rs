@@ -1,5 +1,5 @@
-//! The full text-to-image pipeline against diffusers on the fixture, plus seeds,
-//! versions (deltas), guidance and cancellation.
+//! The full text-to-image pipeline against diffusers on both fixtures (tiny-sd,
+//! tiny-sd-48), plus seeds, versions (deltas), guidance and cancellation (tiny-sd).
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
@@ -9,6 +9,7 @@ use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
 use refact_engine::unet::UNet2DConditionModel;
 use refact_engine::vae::Vae;
 use refact_engine::{EngineError, InvalidKind};
+use std::path::Path;
 use std::sync::Arc;
 
 struct Fixture {
@@ -20,11 +21,14 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let dir = refact_testkit::fixture_dir();
+        Self::load_from(&refact_testkit::fixture_dir())
+    }
+
+    fn load_from(dir: &Path) -> Self {
         Self {
-            text: TextModel::load(&dir, &Device::Cpu).unwrap(),
-            unet: UNet2DConditionModel::load(&dir, &Device::Cpu, DType::F32).unwrap(),
-            vae: Vae::load(&dir, &Device::Cpu, DType::F32).unwrap(),
+            text: TextModel::load(dir, &Device::Cpu).unwrap(),
+            unet: UNet2DConditionModel::load(dir, &Device::Cpu, DType::F32).unwrap(),
+            vae: Vae::load(dir, &Device::Cpu, DType::F32).unwrap(),
             scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))
                 .unwrap(),
         }
@@ -61,25 +65,71 @@ fn identical(a: &Tensor, b: &Tensor) -> bool {
     refact_testkit::max_abs_diff(a, b) == 0.0
 }
 
-#[test]
-fn every_scheduler_matches_diffusers_images() {
-    let fixture = Fixture::load();
-    let g = refact_testkit::goldens();
-    let init = g["pipeline.init_latents"].clone();
-    for (kind, key) in [
-        (SchedulerKind::Pndm, "pndm"),
-        (SchedulerKind::Ddim, "ddim"),
-        (SchedulerKind::Euler, "euler"),
-        (SchedulerKind::DpmSolverMultistep, "dpmpp_2m"),
-    ] {
-        let params = golden_params(kind, Some(init.clone()));
-        let image = fixture.generate(&params, &DeltaSet::empty()).unwrap();
-        assert_eq!(image.dims(), &[64, 64, 3]);
-        let err = refact_testkit::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
-        println!("pipeline.{key}.image: max abs error {err:.3e}");
-        assert!(err < 0.01, "{key}: image differs from diffusers by {err}");
+/// The scheduler kind of a `golden.json:pipeline` entry's `scheduler`.
+fn scheduler_kind(key: &str) -> SchedulerKind {
+    match key {
+        "pndm" => SchedulerKind::Pndm,
+        "ddim" => SchedulerKind::Ddim,
+        "euler" => SchedulerKind::Euler,
+        "dpmpp_2m" => SchedulerKind::DpmSolverMultistep,
+        other => panic!("golden.json: unknown scheduler {other:?}"),
     }
 }
+
+/// The four schedulers' images against diffusers' (0.01), each run with the settings
+/// its `golden.json:pipeline` entry records. A golden run must be well conditioned
+/// (`well_conditioned`: diffusers' image moved little when the initial latents moved
+/// by 1e-5, `nudged_latents_image_change`); one that is not would measure rounding.
+fn every_scheduler_matches_diffusers_images(fixture: &Path) {
+    let name = refact_testkit::fixture_name(fixture);
+    let model = Fixture::load_from(fixture);
+    let g = refact_testkit::goldens_in(fixture);
+    let runs = refact_testkit::golden_json_in(fixture)["pipeline"]
+        .as_array()
+        .expect("golden.json has `pipeline`")
+        .clone();
+    let keys: Vec<&str> = runs
+        .iter()
+        .map(|r| r["scheduler"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["pndm", "ddim", "euler", "dpmpp_2m"], "{name}");
+    let init = g["pipeline.init_latents"].clone();
+    let mut failures = Vec::new();
+    for run in &runs {
+        let key = run["scheduler"].as_str().unwrap();
+        let nudge = run["nudged_latents_image_change"].as_f64().unwrap();
+        assert_eq!(
+            run["well_conditioned"].as_bool(),
+            Some(true),
+            "{name} {key}: the golden run is not well conditioned (a 1e-5 nudge of the \
+             latents moves diffusers' image by {nudge:e}); it would measure rounding"
+        );
+        let text = |k: &str| run[k].as_str().unwrap().to_string();
+        let size = |k: &str| run[k].as_u64().unwrap() as usize;
+        let params = GenerateParams {
+            negative_prompt: text("negative_prompt"),
+            steps: size("steps"),
+            guidance_scale: run["guidance_scale"].as_f64().unwrap() as _,
+            width: size("width"),
+            height: size("height"),
+            init_latents: Some(init.clone()),
+            ..GenerateParams::new(text("prompt"), scheduler_kind(key))
+        };
+        let image = model.generate(&params, &DeltaSet::empty()).unwrap();
+        assert_eq!(image.dims(), &[params.height, params.width, 3]);
+        let err = refact_testkit::max_abs_diff(&image, &g[&format!("pipeline.{key}.image")]);
+        println!(
+            "{name} pipeline.{key}.image: max abs error {err:.3e} (diffusers' own change for a \
+             1e-5 latent nudge {nudge:.2e})"
+        );
+        if err.is_nan() || err >= 0.01 {
+            failures.push(format!("{key}: image differs from diffusers by {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{name}: {failures:?}");
+}
+
+refact_testkit::test_each_fixture!(every_scheduler_matches_diffusers_images);
 
 #[test]
 fn the_same_seed_gives_the_same_image_and_another_seed_another() {

@@ -1,26 +1,28 @@
-//! Each scheduler built from the fixture's scheduler_config.json, as diffusers'
+//! Each scheduler built from a fixture's scheduler_config.json, as diffusers'
 //! `Class.from_config(file)` with 10 steps, visits the golden timesteps
-//! (`pipeline.{pndm,ddim,euler,dpmpp_2m}.timesteps` in golden.safetensors).
+//! (`pipeline.{pndm,ddim,euler,dpmpp_2m}.timesteps` in golden.safetensors), on both
+//! fixtures: tiny-sd (`clip_sample: false`) and tiny-sd-48 (`timestep_spacing: trailing`).
 
-use candle_core::Device;
 use refact_engine::scheduler::{build, SchedulerConfig, SchedulerKind};
-use refact_testkit::fixture_dir;
+use std::path::Path;
 
-fn fixture_config() -> SchedulerConfig {
-    SchedulerConfig::from_file(fixture_dir().join("scheduler/scheduler_config.json")).unwrap()
+fn fixture_config(fixture: &Path) -> SchedulerConfig {
+    SchedulerConfig::from_file(fixture.join("scheduler/scheduler_config.json")).unwrap()
 }
 
-#[test]
-fn fixture_config_is_a_pndm_file() {
-    assert_eq!(fixture_config().class_kind(), Some(SchedulerKind::Pndm));
+fn fixture_config_is_a_pndm_file(fixture: &Path) {
+    let json = refact_testkit::fixture_json(fixture, "scheduler/scheduler_config.json");
+    assert_eq!(json["_class_name"], "PNDMScheduler");
+    assert_eq!(
+        fixture_config(fixture).class_kind(),
+        Some(SchedulerKind::Pndm)
+    );
 }
 
-#[test]
-fn each_kind_visits_the_golden_timesteps_for_ten_steps() {
-    let golden =
-        candle_core::safetensors::load(fixture_dir().join("golden.safetensors"), &Device::Cpu)
-            .unwrap();
-    let config = fixture_config();
+fn each_kind_visits_the_golden_timesteps_for_ten_steps(fixture: &Path) {
+    let name = refact_testkit::fixture_name(fixture);
+    let golden = refact_testkit::goldens_in(fixture);
+    let config = fixture_config(fixture);
     for (kind, key) in [
         (SchedulerKind::Pndm, "pipeline.pndm.timesteps"),
         (SchedulerKind::Ddim, "pipeline.ddim.timesteps"),
@@ -37,6 +39,11 @@ fn each_kind_visits_the_golden_timesteps_for_ten_steps() {
             .map(f64::from)
             .collect();
         let scheduler = build(kind, &config, 10).unwrap();
-        assert_eq!(scheduler.timesteps(), expected.as_slice(), "{kind}");
+        assert_eq!(scheduler.timesteps(), expected.as_slice(), "{name} {kind}");
     }
 }
+
+refact_testkit::test_each_fixture!(
+    fixture_config_is_a_pndm_file,
+    each_kind_visits_the_golden_timesteps_for_ten_steps,
+);

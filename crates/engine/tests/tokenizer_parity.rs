@@ -1,30 +1,41 @@
-//! Token ids must equal transformers' CLIPTokenizer exactly (golden `text.input_ids`).
+//! Token ids must equal transformers' CLIPTokenizer exactly (golden `text.input_ids`, both
+//! fixtures).
 
 use refact_engine::tokenizer::ClipTokenizer;
+use std::path::Path;
 
 fn fixture_tokenizer() -> ClipTokenizer {
     ClipTokenizer::from_folder(&refact_testkit::fixture_dir().join("tokenizer")).unwrap()
 }
 
-#[test]
-fn token_ids_match_transformers_for_every_golden_prompt() {
-    let tokenizer = fixture_tokenizer();
-    let golden = refact_testkit::goldens()["text.input_ids"].clone();
+/// Each fixture's own tokenizer folder and prompts (the same BPE files in both).
+fn token_ids_match_transformers_for_every_golden_prompt(fixture: &Path) {
+    let tokenizer = ClipTokenizer::from_folder(&fixture.join("tokenizer")).unwrap();
+    let golden = refact_testkit::goldens_in(fixture)["text.input_ids"].clone();
     let golden: Vec<Vec<i64>> = golden
         .to_dtype(candle_core::DType::I64)
         .unwrap()
         .to_vec2()
         .unwrap();
-    for (prompt, expected) in refact_testkit::golden_prompts().iter().zip(golden) {
+    let prompts = refact_testkit::golden_prompts_in(fixture);
+    assert_eq!(prompts.len(), golden.len());
+    for (prompt, expected) in prompts.iter().zip(golden) {
         let ids: Vec<i64> = tokenizer
             .encode_padded(prompt)
             .unwrap()
             .into_iter()
             .map(i64::from)
             .collect();
-        assert_eq!(ids, expected, "prompt {prompt:?}");
+        assert_eq!(
+            ids,
+            expected,
+            "{} prompt {prompt:?}",
+            refact_testkit::fixture_name(fixture)
+        );
     }
 }
+
+refact_testkit::test_each_fixture!(token_ids_match_transformers_for_every_golden_prompt);
 
 #[test]
 fn long_prompts_are_truncated_to_bos_75_tokens_eos() {

@@ -1,31 +1,60 @@
-//! The VAE decoder against diffusers on the fixture.
+//! The VAE decoder against diffusers on both fixtures (tiny-sd, tiny-sd-48).
 
 use candle_core::{DType, Device};
 use refact_engine::vae::{Vae, VaeConfig};
 use refact_engine::EngineError;
+use std::path::Path;
 
-#[test]
-fn vae_decode_matches_diffusers_on_the_fixture() {
-    let g = refact_testkit::goldens();
-    let vae = Vae::load(&refact_testkit::fixture_dir(), &Device::Cpu, DType::F32).unwrap();
+fn vae_decode_matches_diffusers(fixture: &Path) {
+    let name = refact_testkit::fixture_name(fixture);
+    let g = refact_testkit::goldens_in(fixture);
+    let vae = Vae::load(fixture, &Device::Cpu, DType::F32).unwrap();
     // The golden is diffusers' decode of `latent / scaling_factor`; our decode divides
     // by the scaling factor itself, so it takes the raw latent.
     let decoded = vae.decode(&g["vae.latent"]).unwrap();
     let expected = &g["vae.decoded"];
     let abs = refact_testkit::max_abs_diff(&decoded, expected);
     let scaled = refact_testkit::max_scaled_diff(&decoded, expected);
-    println!("vae.decoded: max abs error {abs:.3e}, max scaled error {scaled:.3e}");
-    assert!(scaled < 1e-4, "VAE differs from diffusers by {scaled:.3e}");
+    println!(
+        "{name} vae.decoded: max abs error {abs:.3e}, max scaled error {scaled:.3e} (max |out| {:.3})",
+        refact_testkit::max_abs(expected)
+    );
+    assert!(
+        scaled < 1e-4,
+        "{name}: VAE differs from diffusers by {scaled:.3e}"
+    );
 }
 
-#[test]
-fn the_fixture_vae_config_is_read_from_the_file() {
-    let config =
-        VaeConfig::from_file(&refact_testkit::fixture_dir().join("vae/config.json")).unwrap();
-    assert_eq!(config.block_out_channels, vec![32, 32, 64, 64]);
+/// The sizes come from the fixture's own vae/config.json (tiny-sd [32, 32, 64, 64],
+/// tiny-sd-48 [32, 64, 64, 64]).
+fn the_fixture_vae_config_is_read_from_the_file(fixture: &Path) {
+    let config = VaeConfig::from_file(&fixture.join("vae/config.json")).unwrap();
+    let json = refact_testkit::fixture_json(fixture, "vae/config.json");
+    let usizes = |key: &str| -> Vec<usize> {
+        json[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let usize_of = |key: &str| json[key].as_u64().unwrap() as usize;
+    assert_eq!(config.block_out_channels, usizes("block_out_channels"));
+    assert_eq!(config.layers_per_block, usize_of("layers_per_block"));
+    assert_eq!(config.latent_channels, usize_of("latent_channels"));
+    assert_eq!(config.norm_num_groups, usize_of("norm_num_groups"));
+    assert_eq!(
+        config.downsampling_factor(),
+        1 << (config.block_out_channels.len() - 1)
+    );
     assert_eq!(config.downsampling_factor(), 8);
-    assert!((config.scaling_factor - 0.18215).abs() < 1e-12);
+    assert!((config.scaling_factor - json["scaling_factor"].as_f64().unwrap()).abs() < 1e-12);
 }
+
+refact_testkit::test_each_fixture!(
+    vae_decode_matches_diffusers,
+    the_fixture_vae_config_is_read_from_the_file,
+);
 
 #[test]
 fn unsupported_vae_configs_are_refused() {

@@ -59,6 +59,55 @@ pub fn fixture_dir_48() -> PathBuf {
     fixture("tiny-sd-48")
 }
 
+/// Every fixture model with goldens, by name: `tiny-sd` (hidden 32) and `tiny-sd-48`
+/// (hidden 48). Parity checks run on each, so that a size mix-up shows.
+pub const FIXTURES: [&str; 2] = ["tiny-sd", "tiny-sd-48"];
+
+/// The fixture's name (its folder's name), for messages.
+pub fn fixture_name(fixture: &Path) -> String {
+    fixture
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| fixture.display().to_string())
+}
+
+/// A JSON file of a fixture folder, e.g. `vae/config.json`.
+pub fn fixture_json(fixture: &Path, file: &str) -> serde_json::Value {
+    let path = fixture.join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Defines, for each named check `fn check(fixture: &Path)` of the calling file, one
+/// `#[test]` per fixture: `tiny_sd::check` and `tiny_sd_48::check`, so a failure names
+/// the fixture. Call it once per test file.
+///
+/// ```ignore
+/// fn unet_matches_diffusers(fixture: &std::path::Path) { /* ... */ }
+/// refact_testkit::test_each_fixture!(unet_matches_diffusers);
+/// ```
+#[macro_export]
+macro_rules! test_each_fixture {
+    ($($check:ident),+ $(,)?) => {
+        mod tiny_sd {
+            $(
+                #[test]
+                fn $check() {
+                    super::$check(&$crate::fixture("tiny-sd"))
+                }
+            )+
+        }
+        mod tiny_sd_48 {
+            $(
+                #[test]
+                fn $check() {
+                    super::$check(&$crate::fixture("tiny-sd-48"))
+                }
+            )+
+        }
+    };
+}
+
 /// The fixture's CLIP scorer (transformers' CLIPModel layout).
 pub fn scorer_dir() -> PathBuf {
     fixture_dir().join("clip-scorer")
@@ -118,6 +167,35 @@ pub fn golden_prompts() -> Vec<String> {
         .iter()
         .map(|p| p.as_str().expect("prompts are strings").to_string())
         .collect()
+}
+
+/// The prompts of a fixture's `golden.json`.
+pub fn golden_prompts_in(fixture: &Path) -> Vec<String> {
+    golden_json_in(fixture)["prompts"]
+        .as_array()
+        .expect("golden.json has `prompts`")
+        .iter()
+        .map(|p| p.as_str().expect("prompts are strings").to_string())
+        .collect()
+}
+
+/// The fixture's main ReFACT layer (`golden.json:main_layer`).
+pub fn main_layer_in(fixture: &Path) -> usize {
+    golden_json_in(fixture)["main_layer"]
+        .as_u64()
+        .expect("golden.json has `main_layer`") as usize
+}
+
+/// Largest |a − b| over the tensor, divided by the largest |b|: the error relative to
+/// the output's own scale (one number for the whole tensor, unlike [`max_scaled_diff`],
+/// which scales each element by max(1, |b|)).
+pub fn max_diff_relative_to_scale(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs_diff(a, b) / max_abs(b)
+}
+
+/// Largest |x| of a tensor (NaN if any element is NaN).
+pub fn max_abs(t: &Tensor) -> f32 {
+    values(t).iter().map(|x| x.abs()).fold(0.0, nan_max)
 }
 
 /// The values of a tensor of any shape, device and float dtype, as f32.
@@ -183,6 +261,9 @@ mod tests {
         assert!((cosine(&a, &a) - 1.0).abs() < 1e-6);
         let nan = Tensor::new(&[1.0f32, f32::NAN, 3.0], &Device::Cpu).unwrap();
         assert!(max_abs_diff(&nan, &a).is_nan(), "a NaN is never hidden");
+        assert_eq!(max_abs(&b), 2.5);
+        assert_eq!(max_diff_relative_to_scale(&a, &b), 0.8);
+        assert!(max_diff_relative_to_scale(&a, &nan).is_nan());
     }
 
     #[test]
@@ -192,6 +273,10 @@ mod tests {
         assert!(captions().is_file());
         for path in [fixture_dir(), fixture_dir_48(), data_dir()] {
             assert!(path.starts_with(root), "{}", path.display());
+        }
+        for name in FIXTURES {
+            assert!(fixture(name).join("golden.json").is_file(), "{name}");
+            assert_eq!(fixture_name(&fixture(name)), name);
         }
     }
 }
