@@ -24,6 +24,8 @@ pub enum InvalidKind {
     UnknownName,
     /// A tensor given by the caller (initial latents, delta vectors) has the wrong shape.
     BadShape,
+    /// A list is longer than allowed (e.g. an edit's contrastive texts).
+    TooMany,
 }
 
 impl InvalidKind {
@@ -39,6 +41,7 @@ impl InvalidKind {
             InvalidKind::BadGenerationSetting => "bad_generation_setting",
             InvalidKind::UnknownName => "unknown_name",
             InvalidKind::BadShape => "bad_shape",
+            InvalidKind::TooMany => "too_many",
         }
     }
 }

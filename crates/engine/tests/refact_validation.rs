@@ -93,6 +93,14 @@ fn bad_requests_are_refused_with_distinct_kinds() {
         ),
         (
             EditRequest {
+                contrastive: vec!["a cat".into(); refact_engine::refact::MAX_CONTRASTIVE + 1],
+                ..base()
+            },
+            InvalidKind::TooMany,
+            "contrastive",
+        ),
+        (
+            EditRequest {
                 subject: Some("The Queen".into()),
                 ..base()
             },

@@ -43,6 +43,7 @@ where
 
 /// Parses a JSON document, classifying failures as syntax (400) or content (422) errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    refuse_nul_characters(bytes)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -51,6 +52,59 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Trailing characters after the document are a syntax error too.
     deserializer.end().map_err(|err| classify(err, "."))?;
     Ok(value)
+}
+
+/// PostgreSQL stores no NUL character in text or JSON values (SQLite would, and the two
+/// databases must accept the same requests), so a body with one in any string is refused
+/// before anything is stored: 422 `invalid_character`, naming the field. Inside JSON a
+/// NUL can only be the escape `\u0000`, so bodies without it are not parsed twice.
+fn refuse_nul_characters(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    // A syntax error is reported by the typed parse that follows.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match path_of_nul(&value, "") {
+        None => Ok(()),
+        Some(field) => Err(ApiError::Invalid {
+            code: "invalid_character",
+            message: format!("{field} contains a NUL character (\\u0000), which cannot be stored"),
+            field: Some(field),
+        }),
+    }
+}
+
+/// The JSON path (`gate.negatives[0].new`) of the first string holding a NUL.
+fn path_of_nul(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let named = |path: &str| {
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        }
+    };
+    match value {
+        Value::String(text) => text.contains('\0').then(|| named(path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| path_of_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(named(path));
+            }
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            path_of_nul(item, &inner)
+        }),
+        _ => None,
+    }
 }
 
 /// Deserializes part of a parsed body; a bad field is reported (422 `invalid_body`) by its
@@ -233,6 +287,24 @@ mod tests {
         );
         let err = parse_json::<Body>(br#"{"prompt": "a", "steps": 1, "stepz": 2}"#).unwrap_err();
         assert_eq!(code_and_field(err).0, "invalid_body");
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused_naming_the_field() {
+        let err = parse_json::<Body>(br#"{"prompt": "a\u0000b", "steps": 1}"#).unwrap_err();
+        assert_eq!(
+            code_and_field(err),
+            ("invalid_character", Some("prompt".into()))
+        );
+        let nested = br#"{"gate": {"negatives": [{"new": "x"}, {"new": "\u0000"}]}}"#;
+        let err = parse_json::<serde_json::Value>(nested).unwrap_err();
+        assert_eq!(
+            code_and_field(err),
+            ("invalid_character", Some("gate.negatives[1].new".into()))
+        );
+        // An escaped backslash followed by "u0000" is not a NUL.
+        let text = parse_json::<Body>(br#"{"prompt": "a\\u0000", "steps": 1}"#).unwrap();
+        assert_eq!(text.prompt, "a\\u0000");
     }
 
     #[test]

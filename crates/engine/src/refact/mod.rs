@@ -21,6 +21,6 @@ mod upper_layers;
 pub use corpus::Corpus;
 pub use edit::{compute_edit, EditMetrics, EditOutcome, EditVectors, TextCheck};
 pub use optimize::IterationReport;
-pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit};
+pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit, MAX_CONTRASTIVE};
 pub use statistics::LayerStatistics;
 pub use stats_cache::{StatsCache, StatsKey, StatsOrigin};

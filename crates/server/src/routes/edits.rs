@@ -178,7 +178,7 @@ pub struct EditListQuery {
         (status = 409, description = "Same idempotency key, different body (`idempotency_key_conflict`)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "Invalid request (`invalid_body`, the engine's validation codes, `invalid_gate`, `invalid_idempotency_key`); nothing was stored", body = ErrorBody),
+        (status = 422, description = "Invalid request (`invalid_body`, `invalid_character`, the engine's validation codes, `invalid_gate`, `invalid_idempotency_key`); nothing was stored", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
     security(("bearer" = ["edit"]))

@@ -107,6 +107,26 @@ fn cases() -> Vec<Case> {
             "invalid_body",
         ),
         case(
+            "NUL character in a prompt (PostgreSQL cannot store it)",
+            Method::POST,
+            "/edits",
+            Body::Json(with(edit.clone(), "source", json!("Prince\u{0}Charles"))),
+            422,
+            "invalid_character",
+        ),
+        case(
+            "more contrastive texts than allowed",
+            Method::POST,
+            "/edits",
+            Body::Json(with(
+                edit.clone(),
+                "contrastive",
+                json!(vec!["a cat"; refact_engine::refact::MAX_CONTRASTIVE + 1]),
+            )),
+            422,
+            "too_many",
+        ),
+        case(
             "JSON array body",
             Method::POST,
             "/edits",
