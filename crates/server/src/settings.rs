@@ -84,6 +84,10 @@ pub struct Limits {
     pub max_steps: usize,
     /// Largest classifier-free guidance scale.
     pub max_guidance_scale: f64,
+    /// Largest cost of one image, width × height × steps in millions ("megapixel-steps").
+    /// Each limit above alone still allows 1024×1024 at 150 steps, minutes of the one
+    /// render thread; this bounds what a single request may hold it for.
+    pub max_megapixel_steps: f64,
     /// Generation requests waiting for the model; more are refused with 503.
     pub generate_queue: usize,
     /// Largest page of a list endpoint.
@@ -101,6 +105,8 @@ impl Default for Limits {
             max_height: 1024,
             max_steps: 150,
             max_guidance_scale: 50.0,
+            // 768×768 at 50 steps (29.5), 512×512 at 100 (26.2), 1024×1024 at 25 (26.2).
+            max_megapixel_steps: 30.0,
             generate_queue: 16,
             max_page_size: 200,
             request_timeout_secs: 600,

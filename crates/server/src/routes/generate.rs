@@ -228,6 +228,17 @@ pub fn resolve_params(
             ));
         }
     }
+    let cost = (params.width * params.height * params.steps) as f64 / 1e6;
+    if cost > limits.max_megapixel_steps {
+        return Err(out_of_range(
+            "steps",
+            format!(
+                "{}×{} at {} steps costs {cost:.1} megapixel-steps; this server allows {} \
+                 (fewer steps or a smaller image)",
+                params.width, params.height, params.steps, limits.max_megapixel_steps
+            ),
+        ));
+    }
     let guidance = params.guidance_scale;
     if !guidance.is_finite() || !(0.0..=limits.max_guidance_scale).contains(&guidance) {
         return Err(out_of_range(
@@ -295,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cost_budget_admits_the_common_sizes_and_refuses_the_product_of_the_maxima() {
+        let limits = Limits::default();
+        let cost = |w, h, steps| {
+            let mut req = request();
+            (req.width, req.height, req.steps) = (Some(w), Some(h), Some(steps));
+            resolve_params(req, &limits, (512, 512))
+        };
+        assert!(cost(512, 512, 50).is_ok());
+        assert!(cost(768, 768, 50).is_ok());
+        assert!(cost(1024, 1024, 25).is_ok());
+        assert!(cost(1024, 1024, 30).is_err());
+        assert!(cost(768, 768, 51).is_err());
+    }
+
+    #[test]
     fn settings_beyond_the_limits_are_refused_with_their_field() {
         let limits = Limits::default();
         type Change = Box<dyn Fn(&mut GenerateRequest)>;
@@ -314,6 +340,13 @@ mod tests {
             ),
             ("prompt", Box::new(|r| r.prompt = " ".into())),
             ("prompt", Box::new(|r| r.prompt = "x".repeat(5000))),
+            // Each setting within its own limit, the product over the cost budget.
+            (
+                "steps",
+                Box::new(|r| {
+                    (r.width, r.height, r.steps) = (Some(1024), Some(1024), Some(150));
+                }),
+            ),
         ];
         for (field, change) in cases {
             let mut req = request();
