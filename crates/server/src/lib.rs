@@ -18,6 +18,7 @@ pub mod routes;
 #[cfg(test)]
 pub(crate) mod scripted;
 pub mod secret;
+mod serve;
 pub mod settings;
 pub mod startup;
 pub mod state;

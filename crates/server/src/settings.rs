@@ -94,6 +94,9 @@ pub struct Limits {
     pub max_page_size: i64,
     /// Longest a request may take before the server gives up with 503.
     pub request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers before the connection is
+    /// closed (a client trickling a partial header line would otherwise hold it for ever).
+    pub header_read_timeout_secs: f64,
 }
 
 impl Default for Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             generate_queue: 16,
             max_page_size: 200,
             request_timeout_secs: 600,
+            header_read_timeout_secs: 10.0,
         }
     }
 }
@@ -224,6 +228,14 @@ impl Settings {
         }
         if self.limits.max_page_size < 1 {
             return bad("limits.max_page_size must be at least 1");
+        }
+        let header = self.limits.header_read_timeout_secs;
+        if !(header.is_finite() && header > 0.0 && header <= 3600.0) {
+            return bad("limits.header_read_timeout_secs must be between 0 and 3600 seconds");
+        }
+        let cost = self.limits.max_megapixel_steps;
+        if !(cost.is_finite() && cost > 0.0) {
+            return bad("limits.max_megapixel_steps must be positive");
         }
         let w = &self.worker;
         if !(w.lease_secs > 0.0 && w.heartbeat_secs > 0.0 && w.poll_interval_secs > 0.0) {

@@ -126,9 +126,11 @@ impl<B: ModelBackend> Application<B> {
             let _ = stop_sender.send(true);
         };
         let mut stopped = stop.clone();
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signal);
+        let header_timeout =
+            Duration::from_secs_f64(self.state.settings.limits.header_read_timeout_secs);
+        let serve = crate::serve::serve_http1(self.listener, router, header_timeout, signal);
         tokio::select! {
-            result = serve => result.map_err(|e| ApiError::Internal(format!("server failed: {e}")))?,
+            _ = serve => {}
             _ = async {
                 let _ = stopped.wait_for(|&s| s).await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -32,3 +32,4 @@ mod crash_recovery;
 mod edit_lifecycle;
 mod gates;
 mod push;
+mod slow_clients;
