@@ -92,6 +92,24 @@ impl<B: ModelBackend, S: RequiredScope> FromRequestParts<AppState<B>> for Author
     }
 }
 
+/// A caller holding scope `S`, or `None` for one without (valid) credentials. Never
+/// refuses: for endpoints open to all that show more to authenticated callers.
+#[derive(Debug)]
+pub struct MaybeAuthorized<S: RequiredScope>(pub Option<Authorized<S>>);
+
+impl<B: ModelBackend, S: RequiredScope> FromRequestParts<AppState<B>> for MaybeAuthorized<S> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<B>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAuthorized(
+            Authorized::from_request_parts(parts, state).await.ok(),
+        ))
+    }
+}
+
 async fn authenticate<B: ModelBackend>(
     parts: &Parts,
     state: &AppState<B>,

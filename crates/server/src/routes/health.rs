@@ -1,6 +1,8 @@
 //! `/healthz` (the process answers), `/readyz` (model loaded, database reachable) and
-//! `/info` (what the dashboard shows about the model). None needs a token.
+//! `/info` (what the dashboard shows about the model). None needs a token; `/info` shows
+//! where a local model folder lies only to callers with a `read` token.
 
+use crate::auth::{self, MaybeAuthorized};
 use crate::backend::{ModelBackend, ModelSummary};
 use crate::error::responses::Unavailable;
 use crate::error::{ApiError, ErrorBody};
@@ -78,12 +80,51 @@ pub struct ServerInfo {
 )]
 pub async fn info<B: ModelBackend>(
     State(state): State<AppState<B>>,
+    reader: MaybeAuthorized<auth::Read>,
 ) -> Result<Json<ServerInfo>, ApiError> {
+    let mut model = state.backend.summary().clone();
+    if reader.0.is_none() {
+        model.source = public_source(&model.source);
+    }
     Ok(Json(ServerInfo {
-        model: state.backend.summary().clone(),
+        model,
         head: state.store.head().await?.number,
         database: state.store.backend_name(),
         auth_enabled: state.settings.auth.enabled,
         version: env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// The model's source as shown to anyone: a local folder by its name only, not where it
+/// lies on the server's disk; hub ids and `demo` as they are.
+fn public_source(source: &str) -> String {
+    let path = std::path::Path::new(source);
+    if path.is_absolute() || path.is_dir() {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        source.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_source;
+
+    #[test]
+    fn a_local_folder_is_shown_by_its_name_only() {
+        assert_eq!(
+            public_source("/srv/models/stable-diffusion-v1-5"),
+            "stable-diffusion-v1-5"
+        );
+        let here = std::env::temp_dir();
+        let name = here.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(public_source(&here.display().to_string()), name);
+        assert_eq!(public_source("demo"), "demo");
+        assert_eq!(
+            public_source("stable-diffusion-v1-5/stable-diffusion-v1-5"),
+            "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        );
+    }
 }
