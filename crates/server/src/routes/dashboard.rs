@@ -3,7 +3,7 @@
 
 use crate::backend::ModelBackend;
 use crate::state::AppState;
-use axum::response::Html;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
@@ -11,6 +11,6 @@ pub fn router<B: ModelBackend>() -> Router<AppState<B>> {
     Router::new().route("/", get(dashboard))
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../../assets/dashboard.html"))
+async fn dashboard() -> Response {
+    super::page::secure_page(include_str!("../../assets/dashboard.html"))
 }

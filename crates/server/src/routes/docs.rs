@@ -4,7 +4,7 @@
 use crate::backend::ModelBackend;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use axum::response::Html;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
@@ -19,6 +19,6 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("../../assets/docs.html"))
+async fn docs_page() -> Response {
+    super::page::secure_page(include_str!("../../assets/docs.html"))
 }

@@ -8,6 +8,7 @@ pub mod edits;
 pub mod generate;
 pub mod health;
 pub mod metrics;
+mod page;
 #[cfg(test)]
 mod tests;
 pub mod versions;
