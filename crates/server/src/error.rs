@@ -248,6 +248,14 @@ impl ApiError {
 }
 
 fn store_parts(err: &StoreError) -> (StatusCode, &'static str, String, Option<String>) {
+    if err.is_unavailable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unreachable; try again shortly".into(),
+            None,
+        );
+    }
     match err {
         StoreError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what.clone(), None),
         StoreError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message.clone(), None),
@@ -293,6 +301,9 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ApiError::Store(err) if err.is_unavailable() => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
             _ => {}
         }
         response
@@ -311,6 +322,26 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_503_with_retry_after_not_500() {
+        for cause in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            let response = ApiError::Store(StoreError::Database(cause)).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+            let (_, body) = body_of(ApiError::Store(StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            )))
+            .await;
+            assert_eq!(body["error"]["code"], "unavailable");
+        }
+        // A database error that is not about reaching it stays an internal error.
+        let (status, _) = body_of(ApiError::Store(StoreError::Database(
+            sqlx::Error::RowNotFound,
+        )))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]

@@ -44,6 +44,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database could not be reached (no connection within the pool's
+    /// acquire timeout, a broken or closed connection): the request may succeed later,
+    /// and nothing about it was wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+
     /// Shorthand for [`StoreError::Invalid`].
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid {

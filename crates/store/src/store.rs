@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Longest a query waits for a PostgreSQL connection before it fails as unavailable.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::error::{Result, StoreError};
@@ -63,7 +66,9 @@ impl Store {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(10)
-                .acquire_timeout(Duration::from_secs(30))
+                // Fail fast while the database is gone: a request then answers 503 in
+                // seconds instead of holding its client for half a minute.
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect(url)
                 .await?;
             Backend::Postgres(pool)

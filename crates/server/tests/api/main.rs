@@ -29,6 +29,7 @@ mod bad_requests;
 mod cli;
 mod concurrency;
 mod crash_recovery;
+mod database_gone;
 mod edit_lifecycle;
 mod gates;
 mod push;
