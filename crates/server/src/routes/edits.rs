@@ -247,6 +247,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(bad("must be 1 to 255 characters"));
     }
+    // Header values may carry tabs; a key is compared byte for byte and shown in logs and
+    // the dashboard, so only visible characters and spaces are accepted.
+    if !key.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(bad("must be visible ASCII"));
+    }
     Ok(Some(key.to_string()))
 }
 

@@ -306,6 +306,17 @@ fn cases() -> Vec<Case> {
                 "invalid_idempotency_key",
             )
         },
+        Case {
+            header: Some(("Idempotency-Key", "push\tkey".into())),
+            ..case(
+                "tab in an idempotency key",
+                Method::POST,
+                "/edits",
+                Body::Json(edit.clone()),
+                422,
+                "invalid_idempotency_key",
+            )
+        },
         case(
             "huge width",
             Method::POST,
