@@ -268,22 +268,26 @@ fn same_path_candidates(
         .iter()
         .map(|p| tokenizer.encode(p))
         .collect::<Result<Vec<_>>>()?;
-    let mut matches = Vec::new();
-    for (c, text) in edit.candidates.iter().enumerate() {
-        let ids = tokenizer.encode(text)?;
-        if let Some(p) = prompt_ids.iter().position(|p| *p == ids) {
-            matches.push((c, p));
-        }
-    }
-    if matches.is_empty() {
+    // For each candidate, the rewriting prompt with the same token ids, if any.
+    let same_prompt = edit
+        .candidates
+        .iter()
+        .map(|text| {
+            let ids = tokenizer.encode(text)?;
+            Ok(prompt_ids.iter().position(|p| *p == ids))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if same_prompt.iter().all(Option::is_none) {
         return Ok(candidates.clone());
     }
     let hidden = candidates.dim(1)?;
     let zero = Tensor::zeros(hidden, candidates.dtype(), candidates.device())?;
     let at_zero = upper.pooled(&zero)?;
-    let rows = (0..edit.candidates.len())
-        .map(|c| match matches.iter().find(|(m, _)| *m == c) {
-            Some(&(_, p)) => at_zero.i(p),
+    let rows = same_prompt
+        .iter()
+        .enumerate()
+        .map(|(c, prompt)| match prompt {
+            Some(p) => at_zero.i(*p),
             None => candidates.i(c),
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
