@@ -124,27 +124,31 @@ impl Default for Limits {
 pub struct WorkerSettings {
     /// Run the edit worker in this process (API-only replicas turn it off).
     pub enabled: bool,
-    /// How long a claimed edit stays ours without a heartbeat.
+    /// How long a claimed edit stays ours without a heartbeat: after a crash, another
+    /// replica takes the edit over this long after the last heartbeat.
     pub lease_secs: f64,
     /// How often the lease is renewed while an edit runs.
     pub heartbeat_secs: f64,
     /// How often an idle worker looks for work when nothing wakes it.
     pub poll_interval_secs: f64,
-    /// Attempts per edit before it fails (a crash or transient error uses one).
+    /// Attempts per edit before it fails. A transient error or a crash (a lapsed
+    /// lease) uses one; a shutdown, a moved head or a wait for a turn does not.
     pub max_attempts: i32,
-    /// How often an edit is recomputed because the head moved before it is given up.
-    pub max_head_retries: u32,
+    /// Head moves an edit recomputes after before it asks for the head's next turn
+    /// (then no younger edit commits until it has; see `Store::request_turn`).
+    #[serde(alias = "max_head_retries")]
+    pub head_moves_before_turn: u32,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             enabled: true,
-            lease_secs: 60.0,
-            heartbeat_secs: 5.0,
+            lease_secs: 10.0,
+            heartbeat_secs: 2.0,
             poll_interval_secs: 1.0,
             max_attempts: 3,
-            max_head_retries: 5,
+            head_moves_before_turn: 1,
         }
     }
 }

@@ -163,6 +163,7 @@ backend_test!(
                             CommitOutcome::Committed(_) => break,
                             CommitOutcome::HeadMoved { .. } => head_moved += 1,
                             CommitOutcome::LeaseLost => panic!("lease lost with a 60 s lease"),
+                            CommitOutcome::TurnTaken { by } => panic!("nobody asked, {by} has a turn"),
                         }
                     }
                 }
@@ -345,5 +346,65 @@ backend_test!(gates_listing_and_replay, |store, db| {
     );
     assert_eq!(replay[2].u.as_deref(), Some(&delta_values(2, 12)[..]));
     assert_eq!(store.get_version(5).await?, None);
+    Ok(())
+});
+
+backend_test!(
+    edits_that_asked_for_a_turn_commit_in_queue_order,
+    |store, db| {
+        store.ensure_base(FINGERPRINT).await?;
+        let older = queue(&store, 1).await?;
+        let younger = queue(&store, 2).await?;
+        let bystander = queue(&store, 3).await?;
+        for worker in ["w1", "w2", "w3"] {
+            store.claim_next_edit(worker, LEASE).await?.expect("claim");
+        }
+        assert_eq!(store.turn_ahead_of(younger).await?, None, "nobody asked yet");
+        // The younger edit asks first: it holds the turn against edits that did not ask...
+        assert!(store.request_turn(younger, "w2").await?);
+        let outcome = store.commit_edit(bystander, "w3", delta(0, 3)).await?;
+        assert_eq!(outcome, CommitOutcome::TurnTaken { by: younger });
+        // ...but an older edit that asks comes before it.
+        assert!(store.request_turn(older, "w1").await?);
+        assert_eq!(store.turn_ahead_of(older).await?, None);
+        assert_eq!(store.turn_ahead_of(younger).await?, Some(older));
+        let outcome = store.commit_edit(younger, "w2", delta(0, 2)).await?;
+        assert_eq!(outcome, CommitOutcome::TurnTaken { by: older });
+        let outcome = store.commit_edit(older, "w1", delta(0, 1)).await?;
+        assert!(matches!(outcome, CommitOutcome::Committed(ref v) if v.number == 1));
+        // The turn ended with the commit: the younger one is next, on the new head.
+        assert_eq!(store.turn_ahead_of(younger).await?, None);
+        assert_eq!(store.turn_ahead_of(bystander).await?, Some(younger));
+        let outcome = store.commit_edit(younger, "w2", delta(1, 2)).await?;
+        assert!(matches!(outcome, CommitOutcome::Committed(ref v) if v.number == 2));
+        let outcome = store.commit_edit(bystander, "w3", delta(2, 3)).await?;
+        assert!(matches!(outcome, CommitOutcome::Committed(ref v) if v.number == 3));
+        // Only a holder of the lease can ask.
+        assert!(!store.request_turn(older, "w1").await?);
+        Ok(())
+    }
+);
+
+backend_test!(a_turn_lapses_with_its_lease, |store, db| {
+    store.ensure_base(FINGERPRINT).await?;
+    let crashed = queue(&store, 1).await?;
+    let other = queue(&store, 2).await?;
+    store
+        .claim_next_edit("crashed", Duration::from_millis(200))
+        .await?
+        .expect("claim");
+    store.claim_next_edit("w2", LEASE).await?.expect("claim");
+    assert!(store.request_turn(crashed, "crashed").await?);
+    assert_eq!(store.turn_ahead_of(other).await?, Some(crashed));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.turn_ahead_of(other).await?, None);
+    let outcome = store.commit_edit(other, "w2", delta(0, 2)).await?;
+    assert!(matches!(outcome, CommitOutcome::Committed(_)), "{outcome:?}");
+    // Taking the lapsed edit over starts it without a turn.
+    let taken = store.claim_next_edit("w3", LEASE).await?.expect("reclaim");
+    assert_eq!(taken.id, crashed);
+    let next = queue(&store, 3).await?;
+    store.claim_next_edit("w4", LEASE).await?.expect("claim");
+    assert_eq!(store.turn_ahead_of(next).await?, None);
     Ok(())
 });

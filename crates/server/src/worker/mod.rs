@@ -3,10 +3,13 @@
 //! For each claimed edit: renew the lease in the background, compute the edit against the
 //! current head (on a blocking thread), measure its quality gate if the request has one,
 //! commit it (with the gate's verdict) only if the head is still its parent
-//! (otherwise recompute on the new head), and stream every iteration to subscribers. A
-//! cancel or a lost lease stops the computation within one iteration. Errors that could
-//! pass (I/O, device) go back to the queue until the edit's attempts are spent; errors
-//! that would repeat (invalid request, non-finite optimisation) fail the edit at once.
+//! (otherwise recompute on the new head), and stream every iteration to subscribers.
+//! An edit whose head moved more than `head_moves_before_turn` times asks for the
+//! head's next turn, so that commits go in queue order and no edit starves. A cancel
+//! or a lost lease stops the computation within one iteration; a shutdown hands the
+//! edit back to the queue without spending its attempt. Errors that could pass (I/O,
+//! device) go back to the queue until the edit's attempts are spent; errors that would
+//! repeat (invalid request, non-finite optimisation) fail the edit at once.
 
 mod heartbeat;
 mod stop;
@@ -26,9 +29,12 @@ use refact_engine::EngineError;
 use refact_store::{CommitDelta, CommitOutcome, Edit};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// How often an edit waiting for the head's turn looks whether it has come.
+const TURN_POLL: Duration = Duration::from_millis(250);
 
 /// How one claimed edit ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +54,7 @@ pub enum Outcome {
     },
     /// Another worker holds the edit now; nothing was written.
     LeaseLost,
-    /// The server is stopping; the edit went back to the queue.
+    /// The server is stopping; the edit went back to the queue, its attempt not counted.
     Interrupted,
 }
 
@@ -183,8 +189,9 @@ impl<B: ModelBackend> EditWorker<B> {
         if let Err(err) = self.state.backend.validate_edit(&request) {
             return self.fail(edit.id, err.to_string(), false).await;
         }
-        let max_head_retries = self.state.settings.worker.max_head_retries;
-        for _ in 0..=max_head_retries {
+        let moves_before_turn = self.state.settings.worker.head_moves_before_turn;
+        let mut head_moves = 0u32;
+        'compute: loop {
             let head = store.head().await?.number;
             let parent = self.state.version_deltas(head).await?.ok_or_else(|| {
                 ApiError::Internal(format!("head version {head} cannot be loaded"))
@@ -208,18 +215,6 @@ impl<B: ModelBackend> EditWorker<B> {
                     }
                 }
             };
-            // A cancel that arrives after the last iteration still wins over committing,
-            // also one asked on another replica that no heartbeat has relayed yet.
-            if let Some(reason) = signal.reason() {
-                return self.after_stop(edit.id, reason).await;
-            }
-            if store
-                .get_edit(edit.id)
-                .await?
-                .is_some_and(|e| e.cancel_requested)
-            {
-                return self.after_stop(edit.id, StopReason::Cancel).await;
-            }
             let commit = CommitDelta {
                 parent: head,
                 layer: i32::try_from(computed.layer).map_err(|_| {
@@ -231,28 +226,76 @@ impl<B: ModelBackend> EditWorker<B> {
                 metrics: computed.metrics,
                 gate: verdict,
             };
-            match store.commit_edit(edit.id, &self.worker_id, commit).await? {
-                CommitOutcome::Committed(version) => {
-                    self.state.version_deltas(version.number).await?;
-                    return Ok(Outcome::Applied {
-                        version: version.number,
-                    });
+            loop {
+                // A cancel that arrives after the last iteration still wins over
+                // committing, also one asked on another replica that no heartbeat has
+                // relayed yet.
+                if let Some(reason) = signal.reason() {
+                    return self.after_stop(edit.id, reason).await;
                 }
-                CommitOutcome::HeadMoved { head: new_head } => {
-                    tracing::info!(edit = %edit.id, parent = head, head = new_head, "head moved; recomputing");
+                if store
+                    .get_edit(edit.id)
+                    .await?
+                    .is_some_and(|e| e.cancel_requested)
+                {
+                    return self.after_stop(edit.id, StopReason::Cancel).await;
                 }
-                CommitOutcome::LeaseLost => return Ok(Outcome::LeaseLost),
+                match store
+                    .commit_edit(edit.id, &self.worker_id, commit.clone())
+                    .await?
+                {
+                    CommitOutcome::Committed(version) => {
+                        self.state.version_deltas(version.number).await?;
+                        return Ok(Outcome::Applied {
+                            version: version.number,
+                        });
+                    }
+                    CommitOutcome::LeaseLost => return Ok(Outcome::LeaseLost),
+                    CommitOutcome::HeadMoved { head: new_head } => {
+                        head_moves += 1;
+                        tracing::info!(edit = %edit.id, parent = head, head = new_head, head_moves, "head moved; recomputing");
+                        if head_moves > moves_before_turn {
+                            if let Some(stopped) = self.take_turn(edit.id, signal).await? {
+                                return Ok(stopped);
+                            }
+                        }
+                        continue 'compute;
+                    }
+                    // Our delta may still be right: if the head has not moved once
+                    // the turn is ours, the commit goes through as computed.
+                    CommitOutcome::TurnTaken { by } => {
+                        tracing::info!(edit = %edit.id, ahead = %by, "waiting for the head's turn");
+                        if let Some(stopped) = self.take_turn(edit.id, signal).await? {
+                            return Ok(stopped);
+                        }
+                    }
+                }
             }
         }
-        self.fail(
-            edit.id,
-            format!(
-                "the head moved {} times while computing",
-                max_head_retries + 1
-            ),
-            true,
-        )
-        .await
+    }
+
+    /// Asks for the head's next turn and waits until no edit's turn comes before this
+    /// one's. `Some` when the wait ended the attempt instead (stop signal, lost lease).
+    /// The lease stays renewed meanwhile: the heartbeat runs on.
+    async fn take_turn(
+        &self,
+        id: Uuid,
+        signal: &Arc<StopSignal>,
+    ) -> Result<Option<Outcome>, ApiError> {
+        let store = &self.state.store;
+        if !store.request_turn(id, &self.worker_id).await? {
+            return Ok(Some(Outcome::LeaseLost));
+        }
+        let pause = self.state.settings.worker.poll_interval().min(TURN_POLL);
+        loop {
+            if let Some(reason) = signal.reason() {
+                return self.after_stop(id, reason).await.map(Some);
+            }
+            if store.turn_ahead_of(id).await?.is_none() {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Runs the optimisation on a blocking thread, publishing each iteration.
@@ -325,16 +368,10 @@ impl<B: ModelBackend> EditWorker<B> {
                 Ok(Outcome::Cancelled)
             }
             StopReason::LeaseLost => Ok(Outcome::LeaseLost),
+            // Nothing went wrong with the edit: it goes back to the queue at once, its
+            // attempt not counted, for another replica (or this one, restarted).
             StopReason::Shutdown => {
-                self.state
-                    .store
-                    .fail_attempt(
-                        id,
-                        &self.worker_id,
-                        "interrupted by a server shutdown",
-                        true,
-                    )
-                    .await?;
+                self.state.store.release_edit(id, &self.worker_id).await?;
                 Ok(Outcome::Interrupted)
             }
         }

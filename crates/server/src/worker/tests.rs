@@ -149,3 +149,70 @@ async fn a_cancel_asked_on_another_replica_prevents_the_commit() {
     );
     assert_eq!(h.state.store.head().await.unwrap().number, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_edit_is_not_starved_by_a_stream_of_short_ones() {
+    let h = harness().await;
+    // 300 ms per computation: every one of them sees several short edits commit.
+    let long = submit(&h.state, 30, 10, "none").await;
+    let long_worker = EditWorker::new(h.state.clone());
+    let long_run = tokio::spawn(async move { long_worker.try_execute_one().await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let (state, stop) = (h.state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let worker = EditWorker::new(state.clone());
+            let mut applied = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                submit(&state, 1, 5, "none").await;
+                let (_, outcome) = worker.try_execute_one().await.unwrap().unwrap();
+                assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+                applied += 1;
+            }
+            applied
+        })
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(30), long_run).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let shorts = stream.await.unwrap();
+    let (id, outcome) = finished
+        .expect("the long edit finishes while short edits keep coming")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, long);
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    assert!(shorts >= 2, "short edits moved the head ({shorts} applied)");
+    let edit = h.state.store.get_edit(long).await.unwrap().unwrap();
+    assert_eq!(edit.attempts, 1, "head moves spend no attempt");
+    // Versions are gapless: every short edit and the long one, one version each.
+    assert_eq!(
+        h.state.store.head().await.unwrap().number,
+        i64::from(shorts) + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_hands_the_edit_back_without_spending_an_attempt() {
+    let h = harness().await;
+    let id = submit(&h.state, 200, 10, "none").await;
+    let mut events = h.state.events.subscribe(id);
+    let worker = EditWorker::new(h.state.clone());
+    let run = tokio::spawn(async move { worker.try_execute_one().await });
+    while !matches!(events.recv().await.unwrap(), EditEvent::Progress(_)) {}
+    h.state.running.stop_all(StopReason::Shutdown);
+    assert_eq!(
+        run.await.unwrap().unwrap().unwrap(),
+        (id, Outcome::Interrupted)
+    );
+    let edit = h.state.store.get_edit(id).await.unwrap().unwrap();
+    assert_eq!((edit.status, edit.attempts), (EditStatus::Queued, 0));
+    assert_eq!(edit.lease_expires_at, None, "no lease left to wait for");
+    // The next worker (a restarted replica) takes it at once and applies it.
+    let next = EditWorker::new(h.state.clone());
+    let (again, outcome) = next.try_execute_one().await.unwrap().unwrap();
+    assert_eq!((again, outcome), (id, Outcome::Applied { version: 1 }));
+    let edit = h.state.store.get_edit(id).await.unwrap().unwrap();
+    assert_eq!(edit.attempts, 1);
+}

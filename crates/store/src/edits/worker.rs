@@ -34,7 +34,7 @@ macro_rules! claim_sql {
         concat!(
             "UPDATE edits SET \
                  status = 'running', lease_owner = $1, lease_expires_at = $2, \
-                 attempts = attempts + 1, started_at = $3 \
+                 attempts = attempts + 1, started_at = $3, turn_requested = FALSE \
              WHERE id = ( \
                  SELECT id FROM edits \
                  WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at < $3)) \
@@ -76,6 +76,22 @@ const FAIL_ATTEMPT: &str = "\
         lease_expires_at = NULL \
     WHERE id = $1 AND status = 'running' AND lease_owner = $2 \
     RETURNING *";
+
+// Hands a running edit back to the queue without spending its attempt (the server is
+// stopping: nothing went wrong with the edit). A pending cancel wins.
+const RELEASE: &str = "\
+    UPDATE edits SET \
+        status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
+        attempts = CASE WHEN cancel_requested THEN attempts ELSE attempts - 1 END, \
+        finished_at = CASE WHEN cancel_requested THEN $3 ELSE NULL END, \
+        lease_expires_at = NULL, turn_requested = FALSE \
+    WHERE id = $1 AND status = 'running' AND lease_owner = $2 \
+    RETURNING *";
+
+const REQUEST_TURN: &str = "\
+    UPDATE edits SET turn_requested = TRUE \
+    WHERE id = $1 AND status = 'running' AND lease_owner = $2 \
+    RETURNING id";
 
 impl Store {
     /// Claims the oldest queued edit, or a running one whose lease lapsed (its worker
@@ -184,6 +200,62 @@ impl Store {
             self.announce_work().await;
         }
         Ok(edit)
+    }
+}
+
+impl Store {
+    /// Gives `worker_id`'s running edit back to the queue at once, its attempt not
+    /// counted: for a server that stops, so that another replica can take the edit
+    /// without waiting for the lease to lapse. `cancelled` instead if a cancel is
+    /// pending. `None` (nothing written) when the worker no longer holds the edit.
+    pub async fn release_edit(&self, id: Uuid, worker_id: &str) -> Result<Option<Edit>> {
+        let row: Option<EditRow> = on_pool!(self, pool => {
+            sqlx::query_as(RELEASE)
+                .bind(DbId(id))
+                .bind(worker_id)
+                .bind(DbTime(now()))
+                .fetch_optional(pool)
+                .await
+        })?;
+        let edit = edit_from(row)?;
+        if edit
+            .as_ref()
+            .is_some_and(|e| e.status == super::EditStatus::Queued)
+        {
+            self.announce_work().await;
+        }
+        Ok(edit)
+    }
+
+    /// Asks for the head's next turn for `worker_id`'s running edit, after its parent
+    /// moved while it computed. While its lease lives, commits of edits that asked
+    /// later (or not at all) answer `TurnTaken`, so the head stays where this edit
+    /// computes on, and edits that asked commit in queue order: a long edit cannot
+    /// lose forever to a stream of short ones. The turn ends with the attempt (commit,
+    /// failure, release or a lapsed lease). False when the worker no longer holds the
+    /// edit.
+    pub async fn request_turn(&self, id: Uuid, worker_id: &str) -> Result<bool> {
+        let held: Option<DbId> = on_pool!(self, pool => {
+            sqlx::query_scalar(REQUEST_TURN)
+                .bind(DbId(id))
+                .bind(worker_id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(held.is_some())
+    }
+
+    /// The edit whose turn comes before edit `id` commits, if any (see
+    /// [`Store::request_turn`]).
+    pub async fn turn_ahead_of(&self, id: Uuid) -> Result<Option<Uuid>> {
+        let ahead: Option<DbId> = on_pool!(self, pool => {
+            sqlx::query_scalar(crate::versions::TURN_AHEAD)
+                .bind(DbId(id))
+                .bind(DbTime(now()))
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(ahead.map(|DbId(id)| id))
     }
 }
 

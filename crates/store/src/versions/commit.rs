@@ -12,6 +12,18 @@ use crate::store::Store;
 
 const LEASE_HOLDER: &str = "SELECT status, lease_owner FROM edits WHERE id = $1";
 
+// The oldest other edit whose turn comes before `$1`'s commit: a running edit with a
+// live lease that asked for a turn, and, if `$1` asked too, asked from an older place
+// in the queue (see `Store::request_turn`).
+pub(crate) const TURN_AHEAD: &str = "\
+    SELECT other.id FROM edits other, edits me \
+    WHERE me.id = $1 AND other.id <> me.id \
+      AND other.status = 'running' AND other.turn_requested AND other.lease_expires_at > $2 \
+      AND (NOT me.turn_requested OR other.created_at < me.created_at \
+           OR (other.created_at = me.created_at AND other.id < me.id)) \
+    ORDER BY other.created_at, other.id \
+    LIMIT 1";
+
 const HEAD: &str = "SELECT number, model_fingerprint FROM versions ORDER BY number DESC LIMIT 1";
 
 // Re-checks the lease in the same statement that writes, so a lease taken over
@@ -36,7 +48,8 @@ impl Store {
     /// Commits edit `id`'s delta as version `delta.parent + 1` and marks the edit
     /// applied, in one transaction. Nothing is written when `worker_id` no longer
     /// holds the edit (`LeaseLost`) or the head is no longer `delta.parent`
-    /// (`HeadMoved`: recompute on the new head and commit again). `Conflict` when the
+    /// (`HeadMoved`: recompute on the new head and commit again), or another edit's
+    /// turn comes first (`TurnTaken`). `Conflict` when the
     /// delta was computed for another model than the stored versions'.
     pub async fn commit_edit(
         &self,
@@ -68,6 +81,14 @@ impl Store {
                 head.ok_or_else(|| StoreError::NotFound("base version".into()))?;
             if head != delta.parent {
                 return Ok(CommitOutcome::HeadMoved { head });
+            }
+            let ahead: Option<DbId> = sqlx::query_scalar(TURN_AHEAD)
+                .bind(DbId(id))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(DbId(by)) = ahead {
+                return Ok(CommitOutcome::TurnTaken { by });
             }
             if fingerprint != delta.model_fingerprint {
                 return Err(StoreError::Conflict(format!(

@@ -1,6 +1,7 @@
 //! Versions: the base model (0) and one version per applied edit or revert.
 
 mod commit;
+pub(crate) use commit::TURN_AHEAD;
 mod queries;
 
 use std::fmt;
@@ -165,6 +166,12 @@ pub enum CommitOutcome {
     },
     /// The worker no longer holds the edit: nothing was written; stop.
     LeaseLost,
+    /// Another edit holds the head's next turn (see [`crate::Store::request_turn`]):
+    /// nothing was written; ask for a turn, wait until it comes, then commit again.
+    TurnTaken {
+        /// The edit whose turn comes first.
+        by: Uuid,
+    },
 }
 
 /// A `versions` row as both backends return it.
