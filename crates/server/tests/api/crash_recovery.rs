@@ -2,84 +2,22 @@
 //! edit runs, and is started again; the edit ends applied exactly once, with no gap in
 //! the version numbers.
 
-use crate::helpers::{corpus, edit_body, fixture_model, test_database, Db};
+use crate::child_server::ChildServer;
+use crate::helpers::{edit_body, test_database, Db};
 use refact_store::{Scope, Store};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 on_both_databases!(an_edit_killed_mid_run_is_applied_exactly_once_after_a_restart);
 
-/// A server child process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `refact serve` on the fixture model and waits until it answers.
-async fn start_server(database_url: &str, data_dir: &Path, log_name: &str) -> Server {
-    let port = free_port();
-    let log = std::fs::File::create(data_dir.join(log_name)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_refact"))
-        .arg("serve")
-        .args(["--model", &fixture_model().display().to_string()])
-        .args(["--database-url", database_url])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", &data_dir.join("data").display().to_string()])
-        .args(["--device", "cpu", "--dtype", "f32"])
-        // Not the repository's config/default.toml: the test sets what it needs.
-        .current_dir(data_dir)
-        .env_remove("REFACT_CONFIG")
-        .env("REFACT_AUTH__ENABLED", "true")
-        .env("REFACT_STATISTICS__CORPUS", corpus())
-        .env("REFACT_STATISTICS__LINES", "200")
-        .env("REFACT_WORKER__LEASE_SECS", "3")
-        .env("REFACT_WORKER__HEARTBEAT_SECS", "0.5")
-        .env("REFACT_WORKER__POLL_INTERVAL_SECS", "0.2")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start refact serve");
-    let mut server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
-            if response.status().is_success() {
-                return server;
-            }
-        }
-        let exited = server.child.try_wait().unwrap();
-        if exited.is_some() || Instant::now() > deadline {
-            let log = std::fs::read_to_string(data_dir.join(log_name)).unwrap_or_default();
-            panic!("the server did not become ready ({exited:?}):\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start_server(database_url: &str, data_dir: &Path, log_name: &str) -> ChildServer {
+    ChildServer::start(database_url, data_dir, log_name, &[]).await
 }
 
 /// An edit that runs for seconds on the fixture: 1,500 iterations (a few ms each), with
 /// a threshold the probability never exceeds.
-fn slow_edit() -> Value {
+pub fn slow_edit() -> Value {
     let mut body = edit_body("Prince William");
     body["hparams"] = json!({"max_steps": 1500, "prob_threshold": 1.0});
     body

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server (real engine, fixture model) driven over HTTP, each
 //! scenario once on a fresh SQLite file and once on a fresh Postgres database.
 
+mod child_server;
 mod helpers;
 
 /// Runs each `async fn name(db: Db)` as two tests: `on_sqlite::name`, `on_postgres::name`.
@@ -33,4 +34,5 @@ mod database_gone;
 mod edit_lifecycle;
 mod gates;
 mod push;
+mod replicas;
 mod slow_clients;
