@@ -50,6 +50,10 @@ pub enum ApiError {
     /// A dependency is not ready (503): `/readyz`, or a request that timed out.
     #[error("{0}")]
     Unavailable(String),
+    /// The server is stopping (503 with `Retry-After`): send the request again, to
+    /// another replica or to this one once restarted.
+    #[error("the server is shutting down; retry shortly")]
+    ShuttingDown,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("engine: {0}")]
@@ -225,6 +229,12 @@ impl ApiError {
                 message.clone(),
                 None,
             ),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                self.to_string(),
+                None,
+            ),
             Store(err) => store_parts(err),
             Engine(EngineError::Invalid {
                 kind,
@@ -298,7 +308,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Overloaded(_) => {
+            ApiError::Overloaded(_) | ApiError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Store(err) if err.is_unavailable() => {

@@ -20,6 +20,7 @@ pub(crate) mod scripted;
 pub mod secret;
 mod serve;
 pub mod settings;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod versions;

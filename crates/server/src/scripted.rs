@@ -129,17 +129,26 @@ impl ModelBackend for ScriptedModel {
         Ok(())
     }
 
-    /// Returns the version's delta count as text; the prompt `gated` waits for a tick.
+    /// Returns the version's delta count as text; the prompt `gated` waits for a tick
+    /// (or for `stopped`, which cancels it).
     fn generate(
         &self,
         params: &GenerateParams,
         deltas: &Vec<usize>,
+        stopped: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, EngineError> {
         if params.prompt == "gated" {
             let ticks = self.ticks.lock().unwrap();
-            ticks
-                .recv()
-                .map_err(|_| EngineError::Numerical("no more ticks".into()))?;
+            loop {
+                if stopped() {
+                    return Err(EngineError::Cancelled);
+                }
+                match ticks.recv_timeout(Duration::from_millis(5)) {
+                    Ok(()) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(_) => return Err(EngineError::Numerical("no more ticks".into())),
+                }
+            }
         }
         Ok(format!("{} deltas", deltas.len()).into_bytes())
     }

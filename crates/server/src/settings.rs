@@ -31,6 +31,10 @@ pub struct Settings {
     /// Folder of a CLIP model (transformers' CLIPModel layout) that scores the images of
     /// quality gates; empty: gates that ask for image metrics are refused.
     pub scorer: String,
+    /// After SIGTERM: how long queued and running renders may still finish before they
+    /// are stopped and answered 503 `shutting_down` (running edits go back to the
+    /// queue at once).
+    pub shutdown_grace_secs: f64,
     pub auth: AuthSettings,
     pub limits: Limits,
     pub worker: WorkerSettings,
@@ -47,6 +51,7 @@ impl Default for Settings {
             device: "auto".into(),
             dtype: "auto".into(),
             scorer: String::new(),
+            shutdown_grace_secs: 10.0,
             auth: AuthSettings::default(),
             limits: Limits::default(),
             worker: WorkerSettings::default(),
@@ -232,6 +237,10 @@ impl Settings {
         }
         if self.limits.max_page_size < 1 {
             return bad("limits.max_page_size must be at least 1");
+        }
+        let grace = self.shutdown_grace_secs;
+        if !(grace.is_finite() && (0.0..=3600.0).contains(&grace)) {
+            return bad("shutdown_grace_secs must be between 0 and 3600 seconds");
         }
         let header = self.limits.header_read_timeout_secs;
         if !(header.is_finite() && header > 0.0 && header <= 3600.0) {

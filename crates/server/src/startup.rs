@@ -7,6 +7,7 @@ use crate::events::EventHub;
 use crate::generation::Generator;
 use crate::secret::redact_url;
 use crate::settings::Settings;
+use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::versions::VersionRegistry;
 use crate::worker::{EditWorker, RunningEdits, StopReason};
@@ -16,8 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How long open connections (event streams) may linger after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After the grace period: how long the 503 answers of stopped renders get to go out.
+const ANSWER_FLUSH: Duration = Duration::from_secs(2);
 
 /// A built, bound, not yet running server.
 pub struct Application<B: ModelBackend = EngineBackend> {
@@ -52,8 +53,13 @@ impl<B: ModelBackend> Application<B> {
         let versions = Arc::new(VersionRegistry::default());
         load_versions(&store, backend.as_ref(), &versions).await?;
 
-        let generator = Generator::spawn(backend.clone(), settings.limits.generate_queue)
-            .map_err(|e| ApiError::Internal(format!("cannot start the generation thread: {e}")))?;
+        let shutdown = Arc::new(Shutdown::default());
+        let generator = Generator::spawn(
+            backend.clone(),
+            settings.limits.generate_queue,
+            shutdown.clone(),
+        )
+        .map_err(|e| ApiError::Internal(format!("cannot start the generation thread: {e}")))?;
         let listener = TcpListener::bind(&settings.bind)
             .await
             .map_err(|e| ApiError::Settings(format!("cannot listen on {}: {e}", settings.bind)))?;
@@ -83,6 +89,7 @@ impl<B: ModelBackend> Application<B> {
             generator,
             events: Arc::new(EventHub::default()),
             running: Arc::new(RunningEdits::default()),
+            shutdown,
             metrics,
         };
         Ok(Application {
@@ -109,8 +116,10 @@ impl<B: ModelBackend> Application<B> {
         EditWorker::new(self.state.clone())
     }
 
-    /// Serves until Ctrl-C or SIGTERM, with the edit worker running when enabled. A
-    /// running edit is stopped and put back in the queue on shutdown.
+    /// Serves until Ctrl-C or SIGTERM, with the edit worker running when enabled. Then
+    /// drains (see [`Shutdown`]): stops accepting, hands running edits back to the
+    /// queue, ends event streams with a `shutdown` event, and lets queued renders finish
+    /// for `shutdown_grace_secs`; what is left then is answered 503 `shutting_down`.
     pub async fn run_until_stopped(self) -> Result<(), ApiError> {
         let (stop_sender, stop) = watch::channel(false);
         let worker = self.state.settings.worker.enabled.then(|| {
@@ -118,26 +127,40 @@ impl<B: ModelBackend> Application<B> {
             tokio::spawn(worker.run(stop.clone()))
         });
         let running = self.state.running.clone();
+        let shutdown = self.state.shutdown.clone();
         let router = crate::routes::app(self.state.clone());
-        let signal = async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            running.stop_all(StopReason::Shutdown);
-            let _ = stop_sender.send(true);
+        let signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                shutdown.begin();
+                running.stop_all(StopReason::Shutdown);
+                let _ = stop_sender.send(true);
+            }
         };
-        let mut stopped = stop.clone();
+        let grace = Duration::from_secs_f64(self.state.settings.shutdown_grace_secs);
         let header_timeout =
             Duration::from_secs_f64(self.state.settings.limits.header_read_timeout_secs);
         let serve = crate::serve::serve_http1(self.listener, router, header_timeout, signal);
+        let mut serve = std::pin::pin!(serve);
         tokio::select! {
-            _ = serve => {}
+            _ = &mut serve => {}
             _ = async {
-                let _ = stopped.wait_for(|&s| s).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => tracing::warn!("closed lingering connections after {SHUTDOWN_GRACE:?}"),
+                shutdown.draining().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                // Renders still running stop at their next step; they and the queued
+                // ones answer 503. Give those answers a moment to go out.
+                shutdown.expire();
+                if tokio::time::timeout(ANSWER_FLUSH, &mut serve).await.is_err() {
+                    tracing::warn!("closed lingering connections {grace:?} after the shutdown signal");
+                }
+            }
         }
         if let Some(worker) = worker {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, worker).await;
+            // Handing an edit back is one statement; the worker stops within an iteration.
+            let _ = tokio::time::timeout(grace.max(ANSWER_FLUSH), worker).await;
         }
         self.state.store.close().await;
         Ok(())

@@ -4,6 +4,7 @@ use crate::backend::ModelBackend;
 use crate::events::EventHub;
 use crate::generation::Generator;
 use crate::settings::Settings;
+use crate::shutdown::Shutdown;
 use crate::versions::VersionRegistry;
 use crate::worker::RunningEdits;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -19,6 +20,7 @@ pub struct AppState<B: ModelBackend> {
     pub generator: Generator<B>,
     pub events: Arc<EventHub>,
     pub running: Arc<RunningEdits>,
+    pub shutdown: Arc<Shutdown>,
     pub metrics: PrometheusHandle,
 }
 
@@ -33,6 +35,7 @@ impl<B: ModelBackend> Clone for AppState<B> {
             generator: self.generator.clone(),
             events: self.events.clone(),
             running: self.running.clone(),
+            shutdown: self.shutdown.clone(),
             metrics: self.metrics.clone(),
         }
     }

@@ -427,13 +427,19 @@ backend_test!(
     a_released_edit_is_claimable_at_once_without_spending_its_attempt,
     |store, db| {
         let id = queue(&store, 1).await?;
-        store.claim_next_edit("stopping", LONG_LEASE).await?.expect("claim");
+        store
+            .claim_next_edit("stopping", LONG_LEASE)
+            .await?
+            .expect("claim");
         let released = store.release_edit(id, "stopping").await?.expect("held");
         assert_eq!(released.status, EditStatus::Queued);
         assert_eq!(released.attempts, 0, "a shutdown is not the edit's failure");
         assert_eq!(released.lease_expires_at, None);
         // No lease to wait for: another worker takes it now.
-        let claimed = store.claim_next_edit("w2", LONG_LEASE).await?.expect("claim");
+        let claimed = store
+            .claim_next_edit("w2", LONG_LEASE)
+            .await?
+            .expect("claim");
         assert_eq!((claimed.id, claimed.attempts), (id, 1));
         // The old holder can no longer release (or otherwise touch) it.
         assert!(store.release_edit(id, "stopping").await?.is_none());

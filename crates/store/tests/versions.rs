@@ -163,7 +163,9 @@ backend_test!(
                             CommitOutcome::Committed(_) => break,
                             CommitOutcome::HeadMoved { .. } => head_moved += 1,
                             CommitOutcome::LeaseLost => panic!("lease lost with a 60 s lease"),
-                            CommitOutcome::TurnTaken { by } => panic!("nobody asked, {by} has a turn"),
+                            CommitOutcome::TurnTaken { by } => {
+                                panic!("nobody asked, {by} has a turn")
+                            }
                         }
                     }
                 }
@@ -359,7 +361,11 @@ backend_test!(
         for worker in ["w1", "w2", "w3"] {
             store.claim_next_edit(worker, LEASE).await?.expect("claim");
         }
-        assert_eq!(store.turn_ahead_of(younger).await?, None, "nobody asked yet");
+        assert_eq!(
+            store.turn_ahead_of(younger).await?,
+            None,
+            "nobody asked yet"
+        );
         // The younger edit asks first: it holds the turn against edits that did not ask...
         assert!(store.request_turn(younger, "w2").await?);
         let outcome = store.commit_edit(bystander, "w3", delta(0, 3)).await?;
@@ -399,7 +405,10 @@ backend_test!(a_turn_lapses_with_its_lease, |store, db| {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(store.turn_ahead_of(other).await?, None);
     let outcome = store.commit_edit(other, "w2", delta(0, 2)).await?;
-    assert!(matches!(outcome, CommitOutcome::Committed(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome, CommitOutcome::Committed(_)),
+        "{outcome:?}"
+    );
     // Taking the lapsed edit over starts it without a turn.
     let taken = store.claim_next_edit("w3", LEASE).await?.expect("reclaim");
     assert_eq!(taken.id, crashed);

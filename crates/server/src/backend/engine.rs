@@ -232,9 +232,16 @@ impl ModelBackend for EngineBackend {
         self.pipeline_params(params)?.validate()
     }
 
-    fn generate(&self, params: &GenerateParams, deltas: &DeltaSet) -> Result<Vec<u8>, EngineError> {
+    fn generate(
+        &self,
+        params: &GenerateParams,
+        deltas: &DeltaSet,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, EngineError> {
         let params = self.pipeline_params(params)?;
-        let image = self.model.generate(&params, deltas, &mut |_, _| true)?;
+        let image = self
+            .model
+            .generate(&params, deltas, &mut |_, _| !stopped())?;
         image_io::encode_png(&image_io::to_rgb8(&image)?)
     }
 }

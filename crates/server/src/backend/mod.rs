@@ -66,10 +66,13 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn validate_generate(&self, params: &GenerateParams) -> Result<(), EngineError>;
 
     /// Renders one image at the version `deltas` and returns it encoded as PNG.
+    /// `stopped` is polled at every denoising step; once true, the render ends with
+    /// `EngineError::Cancelled`.
     fn generate(
         &self,
         params: &GenerateParams,
         deltas: &Self::Deltas,
+        stopped: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, EngineError>;
 }
 

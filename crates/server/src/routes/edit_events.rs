@@ -2,7 +2,9 @@
 //!
 //! First a `status` event with the current state, then `progress` events (iteration,
 //! loss, probability) while it runs, then the terminal `status` event, after which the
-//! stream ends. Live events come from this process's worker; the store is also polled, so
+//! stream ends. When the server shuts down first, the last event is `shutdown` (data:
+//! `{"code": "shutting_down", "message": …}`, with an SSE `retry` hint): reconnect,
+//! to another replica or to this one restarted, to follow the edit on. Live events come from this process's worker; the store is also polled, so
 //! an edit run by another replica still reaches its terminal event.
 
 use super::edits::edit_not_found;
@@ -43,7 +45,9 @@ impl utoipa::PartialSchema for EditEventStream {
         // the key as given.
         let data = ObjectBuilder::new()
             .schema_type(Type::String)
-            .description(Some("The event as JSON"))
+            .description(Some(
+                "The event as JSON: an EditEvent; for `shutdown`, an ErrorBody (code `shutting_down`)",
+            ))
             .content_media_type("application/json")
             .extensions(Some(Extensions::from_iter([(
                 "contentSchema",
@@ -54,7 +58,7 @@ impl utoipa::PartialSchema for EditEventStream {
                 "event",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .enum_values(Some(["status", "progress"])),
+                    .enum_values(Some(["status", "progress", "shutdown"])),
             )
             .required("event")
             .property("data", data)
@@ -65,12 +69,13 @@ impl utoipa::PartialSchema for EditEventStream {
 
 impl utoipa::ToSchema for EditEventStream {}
 
-/// Stream an edit's progress and status as Server-Sent Events (`status`, `progress`).
+/// Stream an edit's progress and status as Server-Sent Events (`status`, `progress`,
+/// and `shutdown` when the server stops first).
 #[utoipa::path(
     get, path = "/edits/{id}/events", tag = "edits", operation_id = "streamEditEvents",
     params(("id" = Uuid, Path, description = "The edit's id")),
     responses(
-        (status = 200, description = "`text/event-stream` of `status` and `progress` events (data: EditEvent JSON)", body = EditEventStream, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream` of `status` and `progress` events (data: EditEvent JSON), ending with a `shutdown` event (data: ErrorBody JSON) if the server stops first", body = EditEventStream, content_type = "text/event-stream"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -91,6 +96,7 @@ pub async fn edit_events<B: ModelBackend>(
         .await?
         .ok_or_else(|| edit_not_found(id))?;
     let store = state.store.clone();
+    let shutdown = state.shutdown.clone();
     let mut last = StatusEvent::of(&edit);
     let stream = async_stream::stream! {
         yield Ok(to_sse(&EditEvent::Status(last.clone())));
@@ -103,6 +109,10 @@ pub async fn edit_events<B: ModelBackend>(
             tokio::select! {
                 // Live events first: what is buffered is older than what the store says.
                 biased;
+                _ = shutdown.draining() => {
+                    yield Ok(shutdown_event());
+                    return;
+                }
                 received = receiver.recv() => match received {
                     Ok(event) => {
                         if let EditEvent::Status(status) = &event {
@@ -139,6 +149,16 @@ pub async fn edit_events<B: ModelBackend>(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The last event of a stream cut short by a shutdown.
+fn shutdown_event() -> Event {
+    let error = crate::error::ApiError::ShuttingDown;
+    Event::default()
+        .event("shutdown")
+        .retry(Duration::from_secs(1))
+        .json_data(serde_json::json!({"code": "shutting_down", "message": error.to_string()}))
+        .unwrap_or_else(|_| Event::default().event("shutdown"))
 }
 
 fn to_sse(event: &EditEvent) -> Event {

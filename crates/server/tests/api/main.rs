@@ -35,4 +35,5 @@ mod edit_lifecycle;
 mod gates;
 mod push;
 mod replicas;
+mod shutdown;
 mod slow_clients;

@@ -74,7 +74,10 @@ async fn a_long_edit_survives_rolling_restarts_among_short_edits() {
         };
         let stopping = replicas.remove(holder);
         let status = stopping.terminate().await;
-        assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
+        assert!(
+            status.success(),
+            "SIGTERM ends the server cleanly: {status:?}"
+        );
         let edit = store.get_edit(long).await.unwrap().unwrap();
         assert!(
             matches!(edit.status, EditStatus::Queued | EditStatus::Running),
@@ -98,7 +101,10 @@ async fn a_long_edit_survives_rolling_restarts_among_short_edits() {
         };
         assert_eq!(edit.status, EditStatus::Applied, "{edit:?}");
         if id == long {
-            assert_eq!(edit.attempts, 1, "restarts and head moves are free: {edit:?}");
+            assert_eq!(
+                edit.attempts, 1,
+                "restarts and head moves are free: {edit:?}"
+            );
         }
     }
     let head = store.head().await.unwrap().number;
