@@ -3,11 +3,13 @@
 //! Handlers declare the scope they need in their signature (`Authorized<Edit>`), so the
 //! check runs before the body is read: a caller without the scope gets 403 whatever it
 //! sent. `admin` implies every other scope. With `auth.enabled = false` every caller is
-//! an anonymous admin.
+//! an anonymous admin. Through a database outage, tokens confirmed lately still work
+//! (see [`TokenCache`]).
 
 use crate::backend::ModelBackend;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::token_cache::TokenCache;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -132,17 +134,50 @@ async fn authenticate<B: ModelBackend>(
             code: "invalid_token",
             message: "the Authorization header is not `Bearer <token>`".into(),
         })?;
-    match state.store.authenticate(token).await? {
-        Some(info) => Ok(Caller {
-            name: info.name,
-            scopes: info.scopes,
-        }),
-        None => Err(ApiError::Unauthorized {
-            code: "invalid_token",
-            message: "unknown or revoked token".into(),
-        }),
+    let cache = &state.tokens;
+    let key = TokenCache::key(token);
+    if cache.store_recently_failed() {
+        if let Some(caller) = cache.recent(&key) {
+            return Ok(caller);
+        }
+    }
+    // With a fallback at hand, a slow database costs a request little: past the budget
+    // the lookup counts as failed.
+    let lookup = state.store.authenticate(token);
+    let answer = match cache.recent(&key) {
+        Some(_) => match tokio::time::timeout(CACHED_LOOKUP_BUDGET, lookup).await {
+            Ok(answer) => answer,
+            Err(_) => Err(refact_store::StoreError::timed_out()),
+        },
+        None => lookup.await,
+    };
+    match answer {
+        Ok(Some(info)) => {
+            let caller = Caller {
+                name: info.name,
+                scopes: info.scopes,
+            };
+            cache.confirmed(key, Some(&caller));
+            Ok(caller)
+        }
+        Ok(None) => {
+            cache.confirmed(key, None);
+            Err(ApiError::Unauthorized {
+                code: "invalid_token",
+                message: "unknown or revoked token".into(),
+            })
+        }
+        // The database is gone: a token it confirmed lately still holds its scopes.
+        Err(err) if err.is_unavailable() => {
+            cache.store_failed();
+            cache.recent(&key).ok_or(ApiError::Store(err))
+        }
+        Err(err) => Err(err.into()),
     }
 }
+
+/// How long a lookup of a token the cache could vouch for may take.
+const CACHED_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The token of a `Bearer <token>` header value (the scheme is case-insensitive).
 fn bearer_token(value: &str) -> Option<&str> {

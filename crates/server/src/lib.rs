@@ -23,6 +23,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+pub mod token_cache;
 pub mod versions;
 pub mod worker;
 

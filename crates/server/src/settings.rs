@@ -66,11 +66,17 @@ impl Default for Settings {
 pub struct AuthSettings {
     /// On unless a configuration says otherwise; when off, every caller acts as an admin.
     pub enabled: bool,
+    /// Through a database outage, a token the database confirmed within this many
+    /// seconds keeps its scopes (renders of loaded versions go on); 0 turns it off.
+    pub outage_cache_secs: f64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { enabled: true }
+        AuthSettings {
+            enabled: true,
+            outage_cache_secs: 300.0,
+        }
     }
 }
 
@@ -237,6 +243,10 @@ impl Settings {
         }
         if self.limits.max_page_size < 1 {
             return bad("limits.max_page_size must be at least 1");
+        }
+        let cache = self.auth.outage_cache_secs;
+        if !(cache.is_finite() && (0.0..=86_400.0).contains(&cache)) {
+            return bad("auth.outage_cache_secs must be between 0 and 86400 seconds");
         }
         let grace = self.shutdown_grace_secs;
         if !(grace.is_finite() && (0.0..=3600.0).contains(&grace)) {

@@ -9,6 +9,7 @@ use crate::secret::redact_url;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
+use crate::token_cache::TokenCache;
 use crate::versions::VersionRegistry;
 use crate::worker::{EditWorker, RunningEdits, StopReason};
 use refact_store::Store;
@@ -81,6 +82,9 @@ impl<B: ModelBackend> Application<B> {
             versions = versions.len(),
             "refact-serve ready"
         );
+        let tokens = Arc::new(TokenCache::new(Duration::from_secs_f64(
+            settings.auth.outage_cache_secs,
+        )));
         let state = AppState {
             settings: Arc::new(settings),
             store: Arc::new(store),
@@ -90,6 +94,7 @@ impl<B: ModelBackend> Application<B> {
             events: Arc::new(EventHub::default()),
             running: Arc::new(RunningEdits::default()),
             shutdown,
+            tokens,
             metrics,
         };
         Ok(Application {

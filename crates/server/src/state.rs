@@ -5,6 +5,7 @@ use crate::events::EventHub;
 use crate::generation::Generator;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
+use crate::token_cache::TokenCache;
 use crate::versions::VersionRegistry;
 use crate::worker::RunningEdits;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,6 +22,7 @@ pub struct AppState<B: ModelBackend> {
     pub events: Arc<EventHub>,
     pub running: Arc<RunningEdits>,
     pub shutdown: Arc<Shutdown>,
+    pub tokens: Arc<TokenCache>,
     pub metrics: PrometheusHandle,
 }
 
@@ -36,6 +38,7 @@ impl<B: ModelBackend> Clone for AppState<B> {
             events: self.events.clone(),
             running: self.running.clone(),
             shutdown: self.shutdown.clone(),
+            tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
         }
     }

@@ -60,6 +60,12 @@ impl StoreError {
         )
     }
 
+    /// A call abandoned by its caller after a time budget: counts as unavailable, as
+    /// the pool's own timeout does.
+    pub fn timed_out() -> Self {
+        StoreError::Database(sqlx::Error::PoolTimedOut)
+    }
+
     /// Shorthand for [`StoreError::Invalid`].
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid {

@@ -9,7 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Longest a query waits for a PostgreSQL connection before it fails as unavailable.
-const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::error::{Result, StoreError};

@@ -36,6 +36,9 @@ pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
+/// How long `/readyz` waits for the database.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// The model is loaded (it is, once the server listens) and the database answers.
 #[utoipa::path(
     get, path = "/readyz", tag = "health", operation_id = "getReadiness",
@@ -47,11 +50,16 @@ pub async fn healthz() -> Json<HealthStatus> {
 pub async fn readyz<B: ModelBackend>(
     State(state): State<AppState<B>>,
 ) -> Result<Json<HealthStatus>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
+    // Within a second either way: a probe that hangs tells an orchestrator nothing.
+    match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
+        Err(_) => {
+            return Err(ApiError::Unavailable(format!(
+                "database did not answer within {READY_PROBE_TIMEOUT:?}"
+            )))
+        }
+    }
     if state.versions.is_empty() {
         return Err(ApiError::Unavailable("versions not loaded".into()));
     }

@@ -36,6 +36,10 @@ use uuid::Uuid;
 /// How often an edit waiting for the head's turn looks whether it has come.
 const TURN_POLL: Duration = Duration::from_millis(250);
 
+/// Pauses between store calls retried through a database outage.
+const OUTAGE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// How one claimed edit ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -192,10 +196,15 @@ impl<B: ModelBackend> EditWorker<B> {
         let moves_before_turn = self.state.settings.worker.head_moves_before_turn;
         let mut head_moves = 0u32;
         'compute: loop {
-            let head = store.head().await?.number;
-            let parent = self.state.version_deltas(head).await?.ok_or_else(|| {
-                ApiError::Internal(format!("head version {head} cannot be loaded"))
-            })?;
+            let head = self
+                .patiently(signal, || async { Ok(store.head().await?.number) })
+                .await?;
+            let parent = self
+                .patiently(signal, || self.state.version_deltas(head))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("head version {head} cannot be loaded"))
+                })?;
             let computed = self
                 .compute(edit.id, request.clone(), parent.clone(), signal, progress)
                 .await;
@@ -233,17 +242,20 @@ impl<B: ModelBackend> EditWorker<B> {
                 if let Some(reason) = signal.reason() {
                     return self.after_stop(edit.id, reason).await;
                 }
-                if store
-                    .get_edit(edit.id)
-                    .await?
-                    .is_some_and(|e| e.cancel_requested)
-                {
+                let stored = self
+                    .patiently(signal, || async { Ok(store.get_edit(edit.id).await?) })
+                    .await?;
+                if stored.is_some_and(|e| e.cancel_requested) {
                     return self.after_stop(edit.id, StopReason::Cancel).await;
                 }
-                match store
-                    .commit_edit(edit.id, &self.worker_id, commit.clone())
-                    .await?
-                {
+                let committed = self
+                    .patiently(signal, || async {
+                        Ok(store
+                            .commit_edit(edit.id, &self.worker_id, commit.clone())
+                            .await?)
+                    })
+                    .await?;
+                match committed {
                     CommitOutcome::Committed(version) => {
                         self.state.version_deltas(version.number).await?;
                         return Ok(Outcome::Applied {
@@ -270,6 +282,28 @@ impl<B: ModelBackend> EditWorker<B> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs a store call again while the database is unreachable, so that an outage
+    /// does not throw away a computed edit: once the database is back, the heartbeat
+    /// renews the lease (if no other replica took the lapsed edit over) and the commit
+    /// goes through. Gives up when the edit is told to stop.
+    async fn patiently<T, F, Fut>(&self, signal: &StopSignal, mut call: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut pause = OUTAGE_RETRY_FIRST;
+        loop {
+            match call().await {
+                Err(ApiError::Store(err)) if err.is_unavailable() && signal.reason().is_none() => {
+                    tracing::warn!(error = %err, retry_in = ?pause, "database unreachable; the edit waits");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(OUTAGE_RETRY_MAX);
+                }
+                other => return other,
             }
         }
     }
