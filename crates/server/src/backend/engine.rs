@@ -154,6 +154,13 @@ impl ModelBackend for EngineBackend {
         &self.summary
     }
 
+    fn normalise_edit(&self, request: &mut EditRequest) {
+        let layers = self.model.text.encoder.num_layers();
+        request
+            .layer
+            .get_or_insert(refact_engine::refact::default_layer(layers));
+    }
+
     fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Arc<Delta>, EngineError> {
         let delta = Delta { layer, u, v };
         let config = self.model.text.encoder.config();

@@ -37,6 +37,11 @@ pub trait ModelBackend: Send + Sync + 'static {
     /// Checks an edit request against the model (prompt lengths, subject, layer, ranges).
     fn validate_edit(&self, request: &Self::EditRequest) -> Result<(), EngineError>;
 
+    /// Fills in the defaults the model decides (e.g. the layer), so that a request
+    /// that leaves them out and one that spells them are stored, and compared for
+    /// idempotency, alike.
+    fn normalise_edit(&self, _request: &mut Self::EditRequest) {}
+
     /// Computes the edit on top of `parent`. `observer` sees every iteration and stops the
     /// computation (with `EngineError::Cancelled`) by returning `Break`; `stopped` is
     /// polled during the work before the first iteration (layer statistics).

@@ -190,20 +190,14 @@ pub async fn create_edit<B: ModelBackend>(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let (request, gate) = split_submission::<B::EditRequest>(body)?;
+    let (mut request, gate) = split_submission::<B::EditRequest>(body)?;
     state.backend.validate_edit(&request)?;
     if let Some(gate) = &gate {
         gate.validate(&state.settings)?;
     }
-    // Stored with every default filled in, so that the worker and readers see exactly
-    // what will run.
-    let mut request = serde_json::to_value(&request)
-        .map_err(|e| ApiError::Internal(format!("edit request does not serialise: {e}")))?;
-    if let (Some(gate), Some(fields)) = (gate, request.as_object_mut()) {
-        let gate = serde_json::to_value(gate)
-            .map_err(|e| ApiError::Internal(format!("gate does not serialise: {e}")))?;
-        fields.insert(EDIT_GATE_FIELD.to_string(), gate);
-    }
+    state.backend.normalise_edit(&mut request);
+    let request = stored_submission(&request, gate)?;
+    let new_request = request.clone();
     let new_edit = NewEdit {
         request_hash: request_hash(&request),
         request,
@@ -214,6 +208,11 @@ pub async fn create_edit<B: ModelBackend>(
     let (status, edit) = match state.store.insert_edit(new_edit).await? {
         InsertOutcome::Created(edit) => (StatusCode::ACCEPTED, edit),
         InsertOutcome::Existing(edit) => (StatusCode::OK, edit),
+        // Stored before defaults were filled in (an older release): compare the forms
+        // those requests have now.
+        InsertOutcome::KeyConflict(edit) if same_when_normalised(&state, &edit, &new_request) => {
+            (StatusCode::OK, edit)
+        }
         InsertOutcome::KeyConflict(edit) => {
             return Err(ApiError::conflict(
                 "idempotency_key_conflict",
@@ -232,6 +231,36 @@ pub async fn create_edit<B: ModelBackend>(
         Json(EditView::from(edit)),
     )
         .into_response())
+}
+
+/// The form an edit submission is stored (and hashed) in: the request with every
+/// default filled in, so that the worker and readers see exactly what will run, and
+/// its gate, if any.
+fn stored_submission<R: serde::Serialize>(
+    request: &R,
+    gate: Option<crate::gate::GateRequest>,
+) -> Result<serde_json::Value, ApiError> {
+    let mut stored = serde_json::to_value(request)
+        .map_err(|e| ApiError::Internal(format!("edit request does not serialise: {e}")))?;
+    if let (Some(gate), Some(fields)) = (gate, stored.as_object_mut()) {
+        let gate = serde_json::to_value(gate)
+            .map_err(|e| ApiError::Internal(format!("gate does not serialise: {e}")))?;
+        fields.insert(EDIT_GATE_FIELD.to_string(), gate);
+    }
+    Ok(stored)
+}
+
+/// True when a stored edit's request, normalised as today, equals `request`.
+fn same_when_normalised<B: ModelBackend>(
+    state: &AppState<B>,
+    stored: &Edit,
+    request: &serde_json::Value,
+) -> bool {
+    let Ok((mut old, gate)) = split_submission::<B::EditRequest>(stored.request.clone()) else {
+        return false;
+    };
+    state.backend.normalise_edit(&mut old);
+    stored_submission(&old, gate).is_ok_and(|old| &old == request)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 on_both_databases!(
     twenty_concurrent_posts_with_one_key_make_one_edit,
+    a_default_left_out_or_spelled_out_is_the_same_request,
     ten_edits_at_once_commit_as_versions_one_to_ten
 );
 
@@ -94,4 +95,53 @@ async fn ten_edits_at_once_commit_as_versions_one_to_ten(db: Db) {
         assert!(edits_seen.insert(version["edit_id"].as_str().unwrap().to_string()));
     }
     assert_eq!(edits_seen.len(), 10, "one version per edit");
+}
+
+async fn a_default_left_out_or_spelled_out_is_the_same_request(db: Db) {
+    let app = spawn_app(db, |s| s.worker.enabled = false).await;
+    let implicit = edit_body("Prince William");
+    let response = app.post_edit(&implicit, Some("k")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let edit: Value = response.json().await.unwrap();
+    let layer = edit["request"]["layer"]
+        .as_u64()
+        .expect("the default layer is stored");
+    let mut explicit = implicit.clone();
+    explicit["layer"] = layer.into();
+    let again = app.post_edit(&explicit, Some("k")).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "the same request, spelled out"
+    );
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], edit["id"]);
+    explicit["layer"] = (layer - 1).into();
+    let other = app.post_edit(&explicit, Some("k")).await;
+    assert_eq!(
+        other.status(),
+        StatusCode::CONFLICT,
+        "another layer is another request"
+    );
+
+    // An edit stored by a release that did not fill the layer in still matches.
+    let old_form: refact_engine::refact::EditRequest =
+        serde_json::from_value(implicit.clone()).unwrap();
+    let old_form = serde_json::to_value(old_form).unwrap();
+    assert!(old_form.get("layer").is_none());
+    let stored = app
+        .store
+        .insert_edit(refact_store::NewEdit {
+            request_hash: refact_store::request_hash(&old_form),
+            request: old_form,
+            idempotency_key: Some("old".into()),
+            created_by: "earlier release".into(),
+            max_attempts: 3,
+        })
+        .await
+        .unwrap();
+    let retried = app.post_edit(&implicit, Some("old")).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["id"], stored.edit().id.to_string());
 }
