@@ -120,9 +120,10 @@ pub fn split_submission<R: DeserializeOwned>(
 }
 
 impl GateRequest {
-    /// Checks texts, thresholds and image settings against the server's limits. Image
-    /// gates need a configured scorer.
-    pub fn validate(&self, settings: &Settings) -> Result<(), ApiError> {
+    /// Checks texts, thresholds and image settings against the server's limits (an
+    /// image without `size` is `default_size` pixels square). Image gates need a
+    /// configured scorer.
+    pub fn validate(&self, settings: &Settings, default_size: usize) -> Result<(), ApiError> {
         let bad = |field: String, message: String| ApiError::Invalid {
             code: "invalid_gate",
             field: Some(field),
@@ -172,7 +173,7 @@ impl GateRequest {
         }
         if let Some(images) = &self.images {
             images
-                .validate(settings)
+                .validate(settings, default_size)
                 .map_err(|(field, message)| bad(format!("gate.images.{field}"), message))?;
         }
         Ok(())
@@ -180,7 +181,11 @@ impl GateRequest {
 }
 
 impl ImageGate {
-    fn validate(&self, settings: &Settings) -> Result<(), (&'static str, String)> {
+    fn validate(
+        &self,
+        settings: &Settings,
+        default_size: usize,
+    ) -> Result<(), (&'static str, String)> {
         if settings.scorer.trim().is_empty() {
             return Err((
                 "seeds",
@@ -206,6 +211,20 @@ impl ImageGate {
             if size == 0 || size % 8 != 0 || size > largest {
                 return Err(("size", format!("a multiple of 8 up to {largest}")));
             }
+        }
+        // The same budget as one `POST /generate` image: a gate cannot buy renders the
+        // API would refuse.
+        let size = self.size.unwrap_or(default_size);
+        let cost = (size * size * self.steps) as f64 / 1e6;
+        if cost > limits.max_megapixel_steps {
+            return Err((
+                "steps",
+                format!(
+                    "{size}×{size} px at {} steps is {cost:.1} megapixel-steps per image, \
+                     over the limit of {} (limits.max_megapixel_steps)",
+                    self.steps, limits.max_megapixel_steps
+                ),
+            ));
         }
         if !(self.guidance_scale.is_finite()
             && (0.0..=limits.max_guidance_scale).contains(&self.guidance_scale))
@@ -273,7 +292,7 @@ mod tests {
         let settings = Settings::default();
         let field = |gate: Value| {
             let gate: GateRequest = serde_json::from_value(gate).unwrap();
-            match gate.validate(&settings) {
+            match gate.validate(&settings, 512) {
                 Err(ApiError::Invalid { field, .. }) => field.unwrap(),
                 other => panic!("expected a 422, got {other:?}"),
             }
@@ -292,8 +311,25 @@ mod tests {
         with_scorer.scorer = "/models/clip".into();
         let gate: GateRequest =
             serde_json::from_value(json!({"images": {"seeds": [1, 1]}})).unwrap();
-        assert!(gate.validate(&with_scorer).is_err());
+        assert!(gate.validate(&with_scorer, 512).is_err());
         let gate: GateRequest = serde_json::from_value(json!({"images": {}})).unwrap();
-        assert!(gate.validate(&with_scorer).is_ok());
+        assert!(gate.validate(&with_scorer, 512).is_ok());
+        // The per-image cost budget of `POST /generate` (30 megapixel-steps): 512² px at
+        // 150 steps is over it, at the model's default size or a given one.
+        let costly = json!({"images": {"steps": 150}});
+        let gate: GateRequest = serde_json::from_value(costly).unwrap();
+        assert!(gate.validate(&with_scorer, 256).is_ok(), "256² × 150 = 9.8");
+        assert!(
+            gate.validate(&with_scorer, 512).is_err(),
+            "512² × 150 = 39.3"
+        );
+        let sized = json!({"images": {"steps": 150, "size": 512}});
+        let gate: GateRequest = serde_json::from_value(sized).unwrap();
+        match gate.validate(&with_scorer, 256) {
+            Err(ApiError::Invalid { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("gate.images.steps"))
+            }
+            other => panic!("expected a 422, got {other:?}"),
+        }
     }
 }

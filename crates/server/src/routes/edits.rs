@@ -193,7 +193,7 @@ pub async fn create_edit<B: ModelBackend>(
     let (mut request, gate) = split_submission::<B::EditRequest>(body)?;
     state.backend.validate_edit(&request)?;
     if let Some(gate) = &gate {
-        gate.validate(&state.settings)?;
+        gate.validate(&state.settings, state.backend.summary().default_size.0)?;
     }
     state.backend.normalise_edit(&mut request);
     let request = stored_submission(&request, gate)?;
