@@ -7,7 +7,7 @@
 
 use crate::error::{EngineError, InvalidKind, Result};
 use candle_core::{Device, Tensor};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One rank-one edit of `fc2.weight` at `layer`: `W += v uᵀ`, `u` of the MLP's inner
 /// size (fc2's input), `v` of the hidden size (fc2's output).
@@ -44,10 +44,13 @@ impl Delta {
     }
 }
 
-/// The ordered deltas of one version. Cloning is cheap: deltas are shared.
+/// The ordered deltas of one version. Cloning is cheap: deltas are shared, and so is
+/// the prepared (tensor) form once built: a version kept by a server and cloned per
+/// request stacks its vectors once, not on every request.
 #[derive(Debug, Clone, Default)]
 pub struct DeltaSet {
     deltas: Vec<Arc<Delta>>,
+    prepared: Arc<OnceLock<PreparedDeltas>>,
 }
 
 impl DeltaSet {
@@ -57,27 +60,29 @@ impl DeltaSet {
     }
 
     pub fn new(deltas: Vec<Arc<Delta>>) -> Self {
-        Self { deltas }
+        Self {
+            deltas,
+            prepared: Arc::default(),
+        }
     }
 
     /// This set plus one more delta (an applied edit).
     pub fn with(&self, delta: Arc<Delta>) -> Self {
         let mut deltas = self.deltas.clone();
         deltas.push(delta);
-        Self { deltas }
+        Self::new(deltas)
     }
 
     /// This set without `delta` (a revert). Identity, not equality, decides: two equal
     /// edits applied twice are two deltas.
     pub fn without(&self, delta: &Arc<Delta>) -> Self {
-        Self {
-            deltas: self
-                .deltas
+        Self::new(
+            self.deltas
                 .iter()
                 .filter(|d| !Arc::ptr_eq(d, delta))
                 .cloned()
                 .collect(),
-        }
+        )
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Delta>> {
@@ -92,8 +97,27 @@ impl DeltaSet {
         self.deltas.is_empty()
     }
 
-    /// Stacks the deltas per layer into tensors on `device`, ready for the encoder.
+    /// Stacks the deltas per layer into tensors on `device`, ready for the encoder. The
+    /// first result is kept (and shared by clones); a later call for another encoder
+    /// shape or device builds a fresh one.
     pub fn prepare(&self, num_layers: usize, device: &Device) -> Result<PreparedDeltas> {
+        if let Some(prepared) = self.prepared.get() {
+            if prepared.fits(num_layers, device) {
+                return Ok(prepared.clone());
+            }
+            return self.stack(num_layers, device);
+        }
+        let prepared = self.stack(num_layers, device)?;
+        let _ = self.prepared.set(prepared.clone());
+        Ok(prepared)
+    }
+
+    /// True once [`DeltaSet::prepare`] has built the tensors.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.get().is_some()
+    }
+
+    fn stack(&self, num_layers: usize, device: &Device) -> Result<PreparedDeltas> {
         let mut layers: Vec<Option<LowRankTerms>> = vec![None; num_layers];
         for (layer, slot) in layers.iter_mut().enumerate() {
             let at_layer: Vec<&Arc<Delta>> =
@@ -127,7 +151,10 @@ impl DeltaSet {
                 ),
             ));
         }
-        Ok(PreparedDeltas { layers })
+        Ok(PreparedDeltas {
+            layers,
+            device: device.clone(),
+        })
     }
 }
 
@@ -159,6 +186,7 @@ impl LowRankTerms {
 #[derive(Debug, Clone)]
 pub struct PreparedDeltas {
     layers: Vec<Option<LowRankTerms>>,
+    device: Device,
 }
 
 impl PreparedDeltas {
@@ -166,10 +194,74 @@ impl PreparedDeltas {
     pub fn none(num_layers: usize) -> Self {
         Self {
             layers: vec![None; num_layers],
+            device: Device::Cpu,
         }
+    }
+
+    fn fits(&self, num_layers: usize, device: &Device) -> bool {
+        self.layers.len() == num_layers && self.device.same_device(device)
     }
 
     pub(crate) fn at(&self, layer: usize) -> Option<&LowRankTerms> {
         self.layers.get(layer).and_then(|t| t.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(layer: usize, seed: f32) -> Arc<Delta> {
+        Arc::new(Delta {
+            layer,
+            u: (0..6).map(|i| seed + i as f32).collect(),
+            v: (0..4).map(|i| seed - i as f32).collect(),
+        })
+    }
+
+    fn applied(prepared: &PreparedDeltas, layer: usize) -> Vec<f32> {
+        let x = Tensor::arange(0f32, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 6))
+            .unwrap();
+        let y = prepared.at(layer).unwrap().apply(&x).unwrap();
+        y.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn a_version_is_prepared_once_and_shared_by_its_clones() {
+        let version = DeltaSet::new(vec![delta(1, 0.5), delta(1, -2.0)]);
+        let per_request = version.clone();
+        assert!(!version.is_prepared());
+        let first = per_request.prepare(3, &Device::Cpu).unwrap();
+        assert!(
+            version.is_prepared(),
+            "the clone's preparation is the version's"
+        );
+        let again = version.prepare(3, &Device::Cpu).unwrap();
+        assert_eq!(applied(&first, 1), applied(&again, 1));
+        // The cached form equals a fresh stack of the same deltas.
+        let fresh = DeltaSet::new(version.iter().cloned().collect());
+        assert_eq!(
+            applied(&fresh.prepare(3, &Device::Cpu).unwrap(), 1),
+            applied(&first, 1)
+        );
+        // Another encoder depth gets its own tensors (and the layer check).
+        assert!(version.prepare(1, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn a_child_version_prepares_its_own_terms() {
+        let parent = DeltaSet::new(vec![delta(0, 1.0)]);
+        parent.prepare(2, &Device::Cpu).unwrap();
+        let child = parent.with(delta(0, 3.0));
+        assert!(!child.is_prepared());
+        let both = applied(&child.prepare(2, &Device::Cpu).unwrap(), 0);
+        assert_ne!(both, applied(&parent.prepare(2, &Device::Cpu).unwrap(), 0));
+        let reverted = child.without(child.iter().last().unwrap());
+        assert_eq!(
+            applied(&reverted.prepare(2, &Device::Cpu).unwrap(), 0),
+            applied(&parent.prepare(2, &Device::Cpu).unwrap(), 0)
+        );
     }
 }

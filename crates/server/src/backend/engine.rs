@@ -172,8 +172,13 @@ impl ModelBackend for EngineBackend {
         Ok(Arc::new(delta))
     }
 
+    /// Builds the version's tensors now (on the encoder's device), once: every request
+    /// at this version shares them, so switching versions rebuilds nothing.
     fn compose(&self, deltas: &[Arc<Delta>]) -> Result<DeltaSet, EngineError> {
-        Ok(DeltaSet::new(deltas.to_vec()))
+        let version = DeltaSet::new(deltas.to_vec());
+        let encoder = &self.model.text.encoder;
+        version.prepare(encoder.num_layers(), encoder.device())?;
+        Ok(version)
     }
 
     fn validate_edit(&self, request: &EditRequest) -> Result<(), EngineError> {
