@@ -3,6 +3,7 @@
 //! `Transformer2DModel` that wraps them between two projections.
 
 use super::config::AttentionSpec;
+use super::row_linear::RowLinear;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
 
@@ -15,10 +16,10 @@ const MAX_SCORES_PER_CHUNK: usize = 1 << 26;
 /// (keys and values from the text encoder's hidden states).
 #[derive(Debug)]
 pub struct Attention {
-    to_q: nn::Linear,
-    to_k: nn::Linear,
-    to_v: nn::Linear,
-    to_out: nn::Linear,
+    to_q: RowLinear,
+    to_k: RowLinear,
+    to_v: RowLinear,
+    to_out: RowLinear,
     heads: usize,
     scale: f64,
     /// diffusers' `upcast_attention`: scores and softmax in f32 whatever the weights.
@@ -38,10 +39,10 @@ impl Attention {
         let inner = heads * head_dim;
         let context_dim = context_dim.unwrap_or(query_dim);
         Ok(Self {
-            to_q: nn::linear_no_bias(query_dim, inner, vb.pp("to_q"))?,
-            to_k: nn::linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
-            to_v: nn::linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
-            to_out: nn::linear(inner, query_dim, vb.pp("to_out.0"))?,
+            to_q: RowLinear::new(nn::linear_no_bias(query_dim, inner, vb.pp("to_q"))?)?,
+            to_k: RowLinear::new(nn::linear_no_bias(context_dim, inner, vb.pp("to_k"))?)?,
+            to_v: RowLinear::new(nn::linear_no_bias(context_dim, inner, vb.pp("to_v"))?)?,
+            to_out: RowLinear::new(nn::linear(inner, query_dim, vb.pp("to_out.0"))?)?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
             upcast,
@@ -96,6 +97,14 @@ impl Attention {
 
     fn attend(&self, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
         let dtype = v.dtype();
+        // One key (self-attention over a 1×1 latent): the softmax is exactly 1 and the
+        // output is the value. Said directly, because candle's batched matmul over such
+        // degenerate shapes gives a row a result that depends on the batch size, which
+        // would make a batched image differ from the image rendered alone.
+        if kt.dim(2)? == 1 {
+            let (bh, n, _) = q.dims3()?;
+            return v.broadcast_as((bh, n, v.dim(2)?))?.contiguous();
+        }
         let scores = if self.upcast && dtype != DType::F32 {
             q.to_dtype(DType::F32)?.matmul(&kt.to_dtype(DType::F32)?)?
         } else {
@@ -111,8 +120,8 @@ impl Attention {
 /// back. (candle-transformers' tanh GELU is 3.6e-4 off on the fixture's UNet output.)
 #[derive(Debug)]
 pub struct GegluFeedForward {
-    proj_in: nn::Linear,
-    proj_out: nn::Linear,
+    proj_in: RowLinear,
+    proj_out: RowLinear,
 }
 
 impl GegluFeedForward {
@@ -120,8 +129,8 @@ impl GegluFeedForward {
     pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = dim * 4;
         Ok(Self {
-            proj_in: nn::linear(dim, inner * 2, vb.pp("net.0.proj"))?,
-            proj_out: nn::linear(inner, dim, vb.pp("net.2"))?,
+            proj_in: RowLinear::new(nn::linear(dim, inner * 2, vb.pp("net.0.proj"))?)?,
+            proj_out: RowLinear::new(nn::linear(inner, dim, vb.pp("net.2"))?)?,
         })
     }
 }
@@ -196,7 +205,7 @@ impl BasicTransformerBlock {
 #[derive(Debug)]
 enum Projection {
     Conv(nn::Conv2d),
-    Linear(nn::Linear),
+    Linear(RowLinear),
 }
 
 /// diffusers' `Transformer2DModel` for continuous input: group norm, `proj_in`, a stack of
@@ -222,7 +231,7 @@ impl Transformer2DModel {
         let inner = channels;
         let projection = |vb: VarBuilder, from: usize, to: usize| -> Result<Projection> {
             Ok(if use_linear_projection {
-                Projection::Linear(nn::linear(from, to, vb)?)
+                Projection::Linear(RowLinear::new(nn::linear(from, to, vb)?)?)
             } else {
                 Projection::Conv(nn::conv2d(from, to, 1, Default::default(), vb)?)
             })

@@ -5,6 +5,7 @@
 mod attention;
 mod blocks;
 pub mod config;
+mod row_linear;
 
 pub use config::{UNetConfig, UNetLayout};
 
@@ -183,7 +184,9 @@ impl UNet2DConditionModel {
             sample
         };
 
-        let timesteps = Tensor::full(timestep as f32, batch, sample.device())?;
+        // Every row has the same timestep: its embedding is computed once, [1, dim], and
+        // broadcast by the resnets.
+        let timesteps = Tensor::full(timestep as f32, 1, sample.device())?;
         let t_emb = self.time_proj.forward(&timesteps)?.to_dtype(self.dtype)?;
         let temb = self.time_embedding.forward(&t_emb)?;
 
