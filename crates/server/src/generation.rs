@@ -1,33 +1,66 @@
-//! The generation thread: renders images one at a time, fed by a bounded queue.
+//! The generation thread: renders images in batches, fed by a bounded queue.
 //!
 //! Handlers send `(params, version deltas, span, reply)` and await the reply, so tensor
 //! code never runs on the async runtime and a full queue is refused at once (503) instead
-//! of piling up. A request whose client went away (or whose request timeout fired: the
-//! handler is dropped either way) is skipped before it is rendered, and a render stops
-//! at the next denoising step once that happens. On shutdown, new requests are refused
-//! and queued ones are still made until the grace period ends (see [`Shutdown`]).
+//! of piling up. The thread takes the oldest request, waits up to `max_wait` for more
+//! that share its [`BatchKey`] (size, steps, scheduler, guidance on or off), and renders
+//! up to `max_batch` of them in one denoising loop, each row at its own version, prompt,
+//! seed and guidance scale; requests of other keys keep their place for the next batch.
+//! A request whose client went away (or whose request timeout fired: the handler is
+//! dropped either way) is skipped before it is rendered, and a batch stops at the next
+//! step once all of its clients are gone. On shutdown, new requests are refused and
+//! queued ones are still made until the grace period ends (see [`Shutdown`]).
 
-use crate::backend::{GenerateParams, ModelBackend};
+use crate::backend::{BatchKey, GenerateParams, ModelBackend};
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use refact_engine::EngineError;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tracing::Span;
 
 struct Job<B: ModelBackend> {
+    key: BatchKey,
     params: GenerateParams,
     deltas: B::Deltas,
     span: Span,
-    reply: oneshot::Sender<Result<Vec<u8>, ApiError>>,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<Rendered, ApiError>>,
+}
+
+/// One rendered image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub png: Vec<u8>,
+    /// How many images its batch rendered (1: alone).
+    pub batch_size: usize,
+}
+
+/// How requests are grouped into batches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPolicy {
+    /// Images per batch at most (1: no batching).
+    pub max_batch: usize,
+    /// How long the oldest request waits for others to join its batch.
+    pub max_wait: Duration,
+}
+
+impl BatchPolicy {
+    /// One image at a time.
+    pub const SINGLE: BatchPolicy = BatchPolicy {
+        max_batch: 1,
+        max_wait: Duration::ZERO,
+    };
 }
 
 /// Handle to the generation thread; cheap to clone.
 pub struct Generator<B: ModelBackend> {
-    sender: mpsc::Sender<Job<B>>,
+    sender: mpsc::SyncSender<Job<B>>,
     depth: Arc<AtomicUsize>,
     shutdown: Arc<Shutdown>,
 }
@@ -43,19 +76,27 @@ impl<B: ModelBackend> Clone for Generator<B> {
 }
 
 impl<B: ModelBackend> Generator<B> {
-    /// Starts the thread. It ends when every `Generator` handle is dropped.
+    /// Starts the thread with a queue of `capacity` requests. It ends when every
+    /// `Generator` handle is dropped.
     pub fn spawn(
         backend: Arc<B>,
         capacity: usize,
+        policy: BatchPolicy,
         shutdown: Arc<Shutdown>,
     ) -> std::io::Result<Self> {
-        let (sender, receiver) = mpsc::channel(capacity);
+        let (sender, receiver) = mpsc::sync_channel(capacity);
         let depth = Arc::new(AtomicUsize::new(0));
-        let thread_depth = depth.clone();
-        let thread_shutdown = shutdown.clone();
+        let thread = GenerationThread {
+            backend,
+            receiver,
+            waiting: VecDeque::new(),
+            policy,
+            depth: depth.clone(),
+            shutdown: shutdown.clone(),
+        };
         std::thread::Builder::new()
             .name("refact-generate".into())
-            .spawn(move || run(backend, receiver, thread_depth, thread_shutdown))?;
+            .spawn(move || thread.run())?;
         Ok(Generator {
             sender,
             depth,
@@ -68,32 +109,34 @@ impl<B: ModelBackend> Generator<B> {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Queues one image and waits for its PNG bytes. Fails at once with
+    /// Queues one image and waits for it. Fails at once with
     /// `ApiError::Overloaded` when the queue is full and `ApiError::ShuttingDown` once
     /// the server drains.
     pub async fn generate(
         &self,
         params: GenerateParams,
         deltas: B::Deltas,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<Rendered, ApiError> {
         if self.shutdown.is_draining() {
             return Err(ApiError::ShuttingDown);
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
+            key: BatchKey::of(&params),
             params,
             deltas,
             span: Span::current(),
+            queued_at: Instant::now(),
             reply,
         };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = self.sender.try_send(job) {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(match err {
-                mpsc::error::TrySendError::Full(_) => {
+                TrySendError::Full(_) => {
                     ApiError::Overloaded("the generation queue is full; retry shortly".into())
                 }
-                mpsc::error::TrySendError::Closed(_) => {
+                TrySendError::Disconnected(_) => {
                     ApiError::Internal("the generation thread has stopped".into())
                 }
             });
@@ -105,40 +148,147 @@ impl<B: ModelBackend> Generator<B> {
     }
 }
 
-fn run<B: ModelBackend>(
+/// The thread's side: the queue, and the requests taken out of it that wait for a
+/// batch of their own key.
+struct GenerationThread<B: ModelBackend> {
     backend: Arc<B>,
-    mut receiver: mpsc::Receiver<Job<B>>,
+    receiver: mpsc::Receiver<Job<B>>,
+    waiting: VecDeque<Job<B>>,
+    policy: BatchPolicy,
     depth: Arc<AtomicUsize>,
     shutdown: Arc<Shutdown>,
-) {
-    while let Some(job) = receiver.blocking_recv() {
-        let _entered = job.span.enter();
-        if job.reply.is_closed() {
-            tracing::debug!("client left before its image was rendered; skipped");
-        } else if shutdown.is_expired() {
-            let _ = job.reply.send(Err(ApiError::ShuttingDown));
-        } else {
-            let started = Instant::now();
-            let stopped = || job.reply.is_closed() || shutdown.is_expired();
-            let result = backend.generate(&job.params, &job.deltas, &stopped);
-            let outcome = match &result {
+}
+
+impl<B: ModelBackend> GenerationThread<B> {
+    fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.render(batch);
+        }
+    }
+
+    /// The oldest request and the ones that can join it; `None` once every handle is
+    /// gone and nothing waits.
+    fn next_batch(&mut self) -> Option<Vec<Job<B>>> {
+        let first = match self.waiting.pop_front() {
+            Some(job) => job,
+            None => self.receiver.recv().ok()?,
+        };
+        let max = self.policy.max_batch.max(1);
+        let mut batch = vec![first];
+        // Requests already taken out of the queue first, in their order.
+        let mut index = 0;
+        while batch.len() < max && index < self.waiting.len() {
+            if self.waiting[index].key == batch[0].key {
+                batch.extend(self.waiting.remove(index));
+            } else {
+                index += 1;
+            }
+        }
+        let deadline = Instant::now() + self.policy.max_wait;
+        while batch.len() < max {
+            let now = Instant::now();
+            let job = match self.receiver.try_recv() {
+                Ok(job) => job,
+                Err(_) if now >= deadline => break,
+                Err(_) => match self.receiver.recv_timeout(deadline - now) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if job.key == batch[0].key {
+                batch.push(job);
+            } else {
+                self.waiting.push_back(job);
+            }
+        }
+        Some(batch)
+    }
+
+    fn render(&self, batch: Vec<Job<B>>) {
+        let started = Instant::now();
+        let mut live = Vec::with_capacity(batch.len());
+        for job in batch {
+            m::record_generate_queue_wait(started.duration_since(job.queued_at));
+            if job.reply.is_closed() {
+                let _entered = job.span.enter();
+                tracing::debug!("client left before its image was rendered; skipped");
+                self.finished(1);
+            } else if self.shutdown.is_expired() {
+                self.finished(1);
+                let _ = job.reply.send(Err(ApiError::ShuttingDown));
+            } else {
+                live.push(job);
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        m::record_generate_batch(live.len());
+        let results = self.render_rows(&live);
+        let elapsed = started.elapsed();
+        for (job, result) in live.iter().zip(&results) {
+            let _entered = job.span.enter();
+            let outcome = match result {
                 Ok(_) => "ok",
                 Err(EngineError::Cancelled) => "cancelled",
                 Err(_) => "error",
             };
-            m::record_generate(started.elapsed(), outcome);
+            m::record_generate(elapsed, outcome);
+            if matches!(result, Err(EngineError::Cancelled)) && !self.shutdown.is_expired() {
+                tracing::info!(?elapsed, "client left; render stopped");
+            }
+        }
+        // Counted out before the answers go, so a client that has its answer sees a
+        // queue without itself.
+        let batch_size = live.len();
+        self.finished(batch_size);
+        for (job, result) in live.into_iter().zip(results) {
             let answer = match result {
-                Err(EngineError::Cancelled) if shutdown.is_expired() => Err(ApiError::ShuttingDown),
-                Err(EngineError::Cancelled) => {
-                    tracing::info!(elapsed = ?started.elapsed(), "client left; render stopped");
-                    Err(EngineError::Cancelled.into())
+                Err(EngineError::Cancelled) if self.shutdown.is_expired() => {
+                    Err(ApiError::ShuttingDown)
                 }
-                other => other.map_err(ApiError::from),
+                Ok(png) => Ok(Rendered { png, batch_size }),
+                Err(err) => Err(err.into()),
             };
             let _ = job.reply.send(answer);
         }
-        depth.fetch_sub(1, Ordering::Relaxed);
-        m::set_generate_queue_depth(depth.load(Ordering::Relaxed));
+    }
+
+    /// One result per row. A batch that fails is rendered again row by row, so that one
+    /// bad row fails alone.
+    fn render_rows(&self, jobs: &[Job<B>]) -> Vec<Result<Vec<u8>, EngineError>> {
+        let rows: Vec<(&GenerateParams, &B::Deltas)> =
+            jobs.iter().map(|job| (&job.params, &job.deltas)).collect();
+        // A batch stops once all of its clients are gone, or at the end of the grace.
+        let stopped = || self.shutdown.is_expired() || jobs.iter().all(|j| j.reply.is_closed());
+        let _entered = jobs[0].span.enter();
+        match self.backend.generate_batch(&rows, &stopped) {
+            Ok(images) if images.len() == jobs.len() => images.into_iter().map(Ok).collect(),
+            Ok(images) => {
+                let message = format!("{} images for {} rows", images.len(), jobs.len());
+                jobs.iter()
+                    .map(|_| Err(EngineError::Numerical(message.clone())))
+                    .collect()
+            }
+            Err(EngineError::Cancelled) => {
+                jobs.iter().map(|_| Err(EngineError::Cancelled)).collect()
+            }
+            Err(err) if jobs.len() == 1 => vec![Err(err)],
+            Err(err) => {
+                tracing::warn!(error = %err, rows = jobs.len(), "batch failed; rendering its rows one by one");
+                jobs.iter()
+                    .map(|job| {
+                        let stopped = || self.shutdown.is_expired() || job.reply.is_closed();
+                        self.backend.generate(&job.params, &job.deltas, &stopped)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn finished(&self, count: usize) {
+        self.depth.fetch_sub(count, Ordering::Relaxed);
+        m::set_generate_queue_depth(self.depth.load(Ordering::Relaxed));
     }
 }
 
@@ -163,17 +313,21 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once_and_queued_work_still_completes() {
         let (model, ticks) = ScriptedModel::new();
-        let generator =
-            Generator::spawn(Arc::new(model), 1, Arc::new(Shutdown::default())).unwrap();
+        let generator = Generator::spawn(
+            Arc::new(model),
+            1,
+            BatchPolicy::SINGLE,
+            Arc::new(Shutdown::default()),
+        )
+        .unwrap();
         // One image blocks the thread, one waits in the queue: the third is refused.
         let running = tokio::spawn({
             let g = generator.clone();
             async move { g.generate(params("gated"), vec![1, 2]).await }
         });
-        // Wait until the thread has taken it out of the queue.
-        while generator.depth() < 1 || generator.sender.capacity() < 1 {
-            tokio::task::yield_now().await;
-        }
+        // Give the thread time to take it out of the queue.
+        settle(&generator, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let queued = tokio::spawn({
             let g = generator.clone();
             async move { g.generate(params("plain"), vec![]).await }
@@ -188,8 +342,8 @@ mod tests {
         );
 
         ticks.send(()).unwrap();
-        assert_eq!(running.await.unwrap().unwrap(), b"2 deltas");
-        assert_eq!(queued.await.unwrap().unwrap(), b"0 deltas");
+        assert_eq!(running.await.unwrap().unwrap().png, b"2 deltas");
+        assert_eq!(queued.await.unwrap().unwrap().png, b"0 deltas");
         assert_eq!(generator.depth(), 0);
     }
 
@@ -210,8 +364,13 @@ mod tests {
     #[tokio::test]
     async fn a_render_stops_when_its_client_goes_away() {
         let (model, _ticks) = ScriptedModel::new();
-        let generator =
-            Generator::spawn(Arc::new(model), 4, Arc::new(Shutdown::default())).unwrap();
+        let generator = Generator::spawn(
+            Arc::new(model),
+            4,
+            BatchPolicy::SINGLE,
+            Arc::new(Shutdown::default()),
+        )
+        .unwrap();
         // No tick ever comes: only the dropped request can end this render.
         let abandoned = tokio::spawn({
             let g = generator.clone();
@@ -222,7 +381,11 @@ mod tests {
         settle(&generator, 0).await;
         // The thread is free again.
         assert_eq!(
-            generator.generate(params("plain"), vec![1]).await.unwrap(),
+            generator
+                .generate(params("plain"), vec![1])
+                .await
+                .unwrap()
+                .png,
             b"1 deltas"
         );
     }
@@ -231,7 +394,8 @@ mod tests {
     async fn on_shutdown_new_renders_are_refused_queued_ones_made_until_the_grace_ends() {
         let (model, ticks) = ScriptedModel::new();
         let shutdown = Arc::new(Shutdown::default());
-        let generator = Generator::spawn(Arc::new(model), 4, shutdown.clone()).unwrap();
+        let generator =
+            Generator::spawn(Arc::new(model), 4, BatchPolicy::SINGLE, shutdown.clone()).unwrap();
         let running = tokio::spawn({
             let g = generator.clone();
             async move { g.generate(params("gated"), vec![]).await }
@@ -250,7 +414,7 @@ mod tests {
         );
         // Draining: the running render still finishes.
         ticks.send(()).unwrap();
-        assert_eq!(running.await.unwrap().unwrap(), b"0 deltas");
+        assert_eq!(running.await.unwrap().unwrap().png, b"0 deltas");
         // The grace ends while the queued one runs: it stops and answers 503.
         settle(&generator, 1).await;
         shutdown.expire();
@@ -265,5 +429,55 @@ mod tests {
             axum::http::StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_of_one_shape_share_a_batch_and_other_shapes_wait_their_turn() {
+        let (model, _ticks) = ScriptedModel::new();
+        let model = Arc::new(model);
+        let policy = BatchPolicy {
+            max_batch: 4,
+            max_wait: std::time::Duration::from_millis(300),
+        };
+        let generator =
+            Generator::spawn(model.clone(), 16, policy, Arc::new(Shutdown::default())).unwrap();
+        let mut requests = Vec::new();
+        for version in 0..8usize {
+            let mut p = params("plain");
+            // Two requests at another step count: another shape.
+            if version >= 6 {
+                p.steps = 2;
+            }
+            let g = generator.clone();
+            requests.push(tokio::spawn(async move {
+                g.generate(p, vec![0; version]).await.unwrap()
+            }));
+        }
+        for (version, request) in requests.into_iter().enumerate() {
+            let answer = request.await.unwrap();
+            assert_eq!(
+                answer.png,
+                format!("{version} deltas").into_bytes(),
+                "each row its version"
+            );
+        }
+        let batches = model.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            8,
+            "{batches:?}"
+        );
+        assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
+        assert!(
+            batches.iter().any(|b| b.len() > 1),
+            "no batching: {batches:?}"
+        );
+        for batch in &batches {
+            assert!(
+                batch.iter().all(|key| *key == batch[0]),
+                "mixed shapes: {batches:?}"
+            );
+        }
+        assert_eq!(generator.depth(), 0);
     }
 }

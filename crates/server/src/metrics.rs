@@ -6,6 +6,8 @@
 //! | `refact_http_request_duration_seconds` | histogram | method, route |
 //! | `refact_generate_queue_depth` | gauge | |
 //! | `refact_generate_duration_seconds` | histogram | outcome |
+//! | `refact_generate_batch_size` | histogram (images per UNet batch) | |
+//! | `refact_generate_queue_wait_seconds` | histogram | |
 //! | `refact_edits_queued`, `refact_edits_running` | gauge (read at scrape) | |
 //! | `refact_edit_duration_seconds` | histogram | outcome |
 //! | `refact_versions` | gauge | |
@@ -13,7 +15,7 @@
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,9 @@ use std::time::{Duration, Instant};
 const BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
 ];
+
+/// Images per batch.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -31,7 +36,13 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(BUCKETS)
-                .expect("bucket list is not empty");
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("refact_generate_batch_size".into()),
+                        BATCH_BUCKETS,
+                    )
+                })
+                .expect("bucket lists are not empty");
             match builder.install_recorder() {
                 Ok(handle) => handle,
                 Err(err) => {
@@ -83,6 +94,16 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 pub fn record_generate(duration: Duration, outcome: &'static str) {
     metrics::histogram!("refact_generate_duration_seconds", "outcome" => outcome)
         .record(duration.as_secs_f64());
+}
+
+/// Records how many images one UNet batch rendered.
+pub fn record_generate_batch(images: usize) {
+    metrics::histogram!("refact_generate_batch_size").record(images as f64);
+}
+
+/// Records how long a request waited in the queue before its batch started.
+pub fn record_generate_queue_wait(waited: Duration) {
+    metrics::histogram!("refact_generate_queue_wait_seconds").record(waited.as_secs_f64());
 }
 
 /// Sets the number of images waiting or being rendered.

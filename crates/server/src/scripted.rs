@@ -20,6 +20,8 @@ use std::time::Duration;
 pub struct ScriptedModel {
     summary: ModelSummary,
     ticks: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    /// The keys of the rows of every batch `generate_batch` was given, in order.
+    pub batches: std::sync::Mutex<Vec<Vec<crate::backend::BatchKey>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +154,22 @@ impl ModelBackend for ScriptedModel {
         }
         Ok(format!("{} deltas", deltas.len()).into_bytes())
     }
+
+    /// Records the batch's rows, then renders them one by one.
+    fn generate_batch(
+        &self,
+        rows: &[(&GenerateParams, &Vec<usize>)],
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        let keys = rows
+            .iter()
+            .map(|(params, _)| crate::backend::BatchKey::of(params))
+            .collect();
+        self.batches.lock().unwrap().push(keys);
+        rows.iter()
+            .map(|(params, deltas)| self.generate(params, deltas, stopped))
+            .collect()
+    }
 }
 
 impl ScriptedModel {
@@ -160,6 +178,7 @@ impl ScriptedModel {
         let (ticks, tick_receiver) = std::sync::mpsc::channel();
         let model = ScriptedModel {
             ticks: std::sync::Mutex::new(tick_receiver),
+            batches: std::sync::Mutex::default(),
             summary: ModelSummary {
                 source: "scripted".into(),
                 fingerprint: "scripted-model".into(),

@@ -37,6 +37,7 @@ pub struct Settings {
     pub shutdown_grace_secs: f64,
     pub auth: AuthSettings,
     pub limits: Limits,
+    pub batching: BatchingSettings,
     pub worker: WorkerSettings,
     pub statistics: StatisticsSettings,
 }
@@ -54,6 +55,7 @@ impl Default for Settings {
             shutdown_grace_secs: 10.0,
             auth: AuthSettings::default(),
             limits: Limits::default(),
+            batching: BatchingSettings::default(),
             worker: WorkerSettings::default(),
             statistics: StatisticsSettings::default(),
         }
@@ -125,6 +127,36 @@ impl Default for Limits {
             max_page_size: 200,
             request_timeout_secs: 600,
             header_read_timeout_secs: 10.0,
+        }
+    }
+}
+
+/// Dynamic batching of image requests (see `generation`): requests that share size,
+/// steps, scheduler and guidance on/off render together, whatever their versions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingSettings {
+    /// Images per batch at most; 1 turns batching off.
+    pub max_batch: usize,
+    /// How long the oldest request waits for others to join its batch, in milliseconds.
+    pub max_wait_ms: f64,
+}
+
+impl Default for BatchingSettings {
+    fn default() -> Self {
+        BatchingSettings {
+            max_batch: 8,
+            max_wait_ms: 5.0,
+        }
+    }
+}
+
+impl BatchingSettings {
+    /// As the generation thread takes it.
+    pub fn policy(&self) -> crate::generation::BatchPolicy {
+        crate::generation::BatchPolicy {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_secs_f64(self.max_wait_ms / 1000.0),
         }
     }
 }
@@ -243,6 +275,13 @@ impl Settings {
         }
         if self.limits.max_page_size < 1 {
             return bad("limits.max_page_size must be at least 1");
+        }
+        let batching = &self.batching;
+        if !(1..=64).contains(&batching.max_batch) {
+            return bad("batching.max_batch must be between 1 and 64");
+        }
+        if !(batching.max_wait_ms.is_finite() && (0.0..=1000.0).contains(&batching.max_wait_ms)) {
+            return bad("batching.max_wait_ms must be between 0 and 1000");
         }
         let cache = self.auth.outage_cache_secs;
         if !(cache.is_finite() && (0.0..=86_400.0).contains(&cache)) {

@@ -58,6 +58,7 @@ impl<B: ModelBackend> Application<B> {
         let generator = Generator::spawn(
             backend.clone(),
             settings.limits.generate_queue,
+            settings.batching.policy(),
             shutdown.clone(),
         )
         .map_err(|e| ApiError::Internal(format!("cannot start the generation thread: {e}")))?;

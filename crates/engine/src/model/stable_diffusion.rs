@@ -5,7 +5,7 @@ use super::source::ModelSource;
 use super::text::TextModel;
 use crate::deltas::DeltaSet;
 use crate::error::Result;
-use crate::pipeline::{generate_with, GenerateParams, PipelineParts};
+use crate::pipeline::{generate_batch, generate_with, BatchRow, GenerateParams, PipelineParts};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::unet::UNet2DConditionModel;
 use crate::vae::Vae;
@@ -121,5 +121,23 @@ impl StableDiffusion {
             scheduler_config: &self.scheduler_config,
         };
         generate_with(&parts, params, deltas, progress)
+    }
+
+    /// Generates one image per row in one denoising loop (see
+    /// [`crate::pipeline::generate_batch`]): the rows must share size, steps, scheduler
+    /// and whether guidance is on.
+    pub fn generate_batch(
+        &self,
+        rows: &[BatchRow<'_>],
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Vec<Tensor>> {
+        let parts = PipelineParts {
+            text_encoder: &self.text.encoder,
+            tokenizer: &self.text.tokenizer,
+            unet: &self.unet,
+            vae: &self.vae,
+            scheduler_config: &self.scheduler_config,
+        };
+        generate_batch(&parts, rows, progress)
     }
 }

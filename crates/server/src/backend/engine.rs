@@ -8,7 +8,7 @@ use crate::settings::Settings;
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
-use refact_engine::pipeline::GenerateParams as PipelineParams;
+use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams};
 use refact_engine::refact::{
     compute_edit, Corpus, EditRequest, LayerStatistics, StatsCache, StatsOrigin,
 };
@@ -255,5 +255,26 @@ impl ModelBackend for EngineBackend {
             .model
             .generate(&params, deltas, &mut |_, _| !stopped())?;
         image_io::encode_png(&image_io::to_rgb8(&image)?)
+    }
+
+    fn generate_batch(
+        &self,
+        rows: &[(&GenerateParams, &DeltaSet)],
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        let params = rows
+            .iter()
+            .map(|(params, _)| self.pipeline_params(params))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch: Vec<BatchRow<'_>> = params
+            .iter()
+            .zip(rows)
+            .map(|(params, (_, deltas))| BatchRow { params, deltas })
+            .collect();
+        let images = self.model.generate_batch(&batch, &mut |_, _| !stopped())?;
+        images
+            .iter()
+            .map(|image| image_io::encode_png(&image_io::to_rgb8(image)?))
+            .collect()
     }
 }

@@ -79,6 +79,43 @@ pub trait ModelBackend: Send + Sync + 'static {
         deltas: &Self::Deltas,
         stopped: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, EngineError>;
+
+    /// Renders several images, one per row, each at its own version, and returns them
+    /// as PNG in row order. The rows share [`BatchKey`]. A model that cannot batch
+    /// renders them one after the other (this default).
+    fn generate_batch(
+        &self,
+        rows: &[(&GenerateParams, &Self::Deltas)],
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        rows.iter()
+            .map(|(params, deltas)| self.generate(params, deltas, stopped))
+            .collect()
+    }
+}
+
+/// What the images of one batch must share: everything but the prompt, negative
+/// prompt, seed, guidance scale and version. (Guidance itself, on or off, changes the
+/// UNet's inputs, so it is part of the key; its scale is per row.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub scheduler: Option<String>,
+    pub guided: bool,
+}
+
+impl BatchKey {
+    pub fn of(params: &GenerateParams) -> Self {
+        BatchKey {
+            width: params.width,
+            height: params.height,
+            steps: params.steps,
+            scheduler: params.scheduler.clone(),
+            guided: params.guidance_scale > 1.0,
+        }
+    }
 }
 
 /// Identity and shape of the loaded model.

@@ -23,6 +23,8 @@ use utoipa::{IntoParams, ToSchema};
 /// Response headers that echo what was rendered.
 pub const VERSION_HEADER: &str = "x-refact-version";
 pub const SEED_HEADER: &str = "x-refact-seed";
+/// How many images the image's batch rendered (1: alone); the image is the same either way.
+pub const BATCH_HEADER: &str = "x-refact-batch-size";
 
 /// The alias used when a request names no version.
 pub const DEFAULT_ALIAS: &str = "production";
@@ -101,9 +103,9 @@ impl ToSchema for PngImage {}
     params(VersionQuery),
     request_body = GenerateRequest,
     responses(
-        (status = 200, description = "The image; version and seed in `X-Refact-Version` and `X-Refact-Seed`",
+        (status = 200, description = "The image; version, seed and the size of the batch it was rendered in (the image is the same at any size) in `X-Refact-Version`, `X-Refact-Seed` and `X-Refact-Batch-Size`",
          content((PngImage = "image/png"), (GenerateResponse = "application/json")),
-         headers(("X-Refact-Version" = i64), ("X-Refact-Seed" = u64))),
+         headers(("X-Refact-Version" = i64), ("X-Refact-Seed" = u64), ("X-Refact-Batch-Size" = u64))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -136,11 +138,12 @@ pub async fn generate<B: ModelBackend>(
     let seed = params.seed;
     let (width, height, steps) = (params.width, params.height, params.steps);
     let span = tracing::info_span!("generate", version, seed, width, height, steps);
-    let png = state
+    let rendered = state
         .generator
         .generate(params, deltas)
         .instrument(span)
         .await?;
+    let (png, batch_size) = (rendered.png, rendered.batch_size);
 
     if wants_json(&headers) {
         let body = GenerateResponse {
@@ -151,19 +154,25 @@ pub async fn generate<B: ModelBackend>(
             height,
             steps,
         };
-        return Ok(with_echo(Json(body).into_response(), version, seed));
+        return Ok(with_echo(
+            Json(body).into_response(),
+            version,
+            seed,
+            batch_size,
+        ));
     }
     let mut response = png.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-    Ok(with_echo(response, version, seed))
+    Ok(with_echo(response, version, seed, batch_size))
 }
 
-fn with_echo(mut response: Response, version: i64, seed: u64) -> Response {
+fn with_echo(mut response: Response, version: i64, seed: u64, batch_size: usize) -> Response {
     let headers = response.headers_mut();
     headers.insert(VERSION_HEADER, HeaderValue::from(version));
     headers.insert(SEED_HEADER, HeaderValue::from(seed));
+    headers.insert(BATCH_HEADER, HeaderValue::from(batch_size));
     response
 }
 

@@ -27,6 +27,7 @@ macro_rules! on_both_databases {
 }
 
 mod bad_requests;
+mod batching;
 mod cli;
 mod concurrency;
 mod crash_recovery;

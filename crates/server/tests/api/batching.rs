@@ -1,0 +1,83 @@
+//! Batch-first serving over HTTP: concurrent renders at several versions share UNet
+//! batches, and every image is byte for byte the image rendered alone.
+
+use crate::helpers::{edit_body, spawn_app, Db, TestApp};
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+on_both_databases!(renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone);
+
+/// The PNG and the size of the batch it came from.
+async fn render(app: &TestApp, version: &str, prompt: &str, seed: u64) -> (Vec<u8>, usize) {
+    let body = json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": seed});
+    let response = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/generate?version={version}"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-refact-version"], version);
+    let batch = response.headers()["x-refact-batch-size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (response.bytes().await.unwrap().to_vec(), batch)
+}
+
+async fn renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone(db: Db) {
+    let app = spawn_app(db, |s| {
+        s.batching.max_batch = 8;
+        // Long enough for the concurrent requests below to meet in one batch.
+        s.batching.max_wait_ms = 400.0;
+    })
+    .await;
+    for target in ["Prince William", "Prince George"] {
+        let id = app.submit_edit(&edit_body(target)).await;
+        let edit = app.wait_for_edit(&id, Duration::from_secs(120)).await;
+        assert_eq!(edit["status"], "applied", "{edit}");
+    }
+    let requests = [
+        ("0", "The Prince of Wales", 1),
+        ("1", "The Prince of Wales", 1),
+        ("2", "The Prince of Wales", 1),
+        ("1", "a red car", 2),
+        ("2", "a castle at night", 3),
+        ("0", "a castle at night", 3),
+    ];
+    let mut alone = Vec::new();
+    for (version, prompt, seed) in requests {
+        let (png, batch) = render(&app, version, prompt, seed).await;
+        assert_eq!(batch, 1, "rendered one at a time");
+        alone.push(png);
+    }
+    assert_ne!(
+        alone[0], alone[1],
+        "versions 0 and 1 differ for the edited prompt"
+    );
+    assert_ne!(
+        alone[1], alone[2],
+        "versions 1 and 2 differ for the edited prompt"
+    );
+
+    let together = join_all(
+        requests
+            .iter()
+            .map(|&(version, prompt, seed)| render(&app, version, prompt, seed)),
+    )
+    .await;
+    let largest = together.iter().map(|(_, batch)| *batch).max().unwrap();
+    assert!(largest > 1, "concurrent requests did not share a batch");
+    for (i, ((png, _), expected)) in together.iter().zip(&alone).enumerate() {
+        assert_eq!(
+            png, expected,
+            "request {i}: the batched image is not the image"
+        );
+    }
+}
