@@ -385,3 +385,16 @@ fn the_checker_catches_missing_path_parameters_refs_ids_and_error_bodies() {
         assert!(found.contains(expected), "{expected} not caught:\n{found}");
     }
 }
+
+#[test]
+fn generate_documents_both_json_answers() {
+    let doc = served();
+    let json =
+        &doc["paths"]["/generate"]["post"]["responses"]["200"]["content"]["application/json"];
+    let reference = json["schema"]["$ref"].as_str().expect("a named schema");
+    let text = resolve(&doc, reference).expect("resolves").to_string();
+    assert!(
+        text.contains("GenerateResponse") && text.contains("GenerateManyResponse"),
+        "{json}"
+    );
+}

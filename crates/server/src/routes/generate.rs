@@ -60,7 +60,14 @@ pub struct GenerateRequest {
     pub seed: Option<u64>,
     /// `pndm`, `ddim`, `euler` or `dpmpp-2m`. Default: the model folder's scheduler.
     pub scheduler: Option<String>,
+    /// Images to render, 1 to 8 (default 1), with seeds `seed`, `seed + 1`, …; they
+    /// render as one batch. More than one needs `Accept: application/json`.
+    #[schema(minimum = 1, maximum = 8)]
+    pub num_images: Option<usize>,
 }
+
+/// Most images one request may ask for.
+pub const MAX_IMAGES_PER_REQUEST: usize = 8;
 
 /// `?version=` of `POST /generate`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,6 +87,29 @@ pub struct GenerateResponse {
     pub width: usize,
     pub height: usize,
     pub steps: usize,
+}
+
+/// The JSON answer for `num_images` > 1.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerateManyResponse {
+    /// The PNG images, base64-encoded, in seed order.
+    pub images: Vec<String>,
+    /// The seed of each image.
+    pub seeds: Vec<u64>,
+    pub version: i64,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    /// Milliseconds from the request's arrival at the queue to its last image.
+    pub total_ms: f64,
+}
+
+/// The JSON answers, as documented: one image, or `num_images` > 1.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum GenerateJson {
+    One(GenerateResponse),
+    Many(GenerateManyResponse),
 }
 
 /// The `image/png` answer: the image's bytes (a string of binary content in OpenAPI 3.1).
@@ -104,7 +134,7 @@ impl ToSchema for PngImage {}
     request_body = GenerateRequest,
     responses(
         (status = 200, description = "The image; version, seed and the size of the batch it was rendered in (the image is the same at any size) in `X-Refact-Version`, `X-Refact-Seed` and `X-Refact-Batch-Size`",
-         content((PngImage = "image/png"), (GenerateResponse = "application/json")),
+         content((PngImage = "image/png"), (GenerateJson = "application/json")),
          headers(("X-Refact-Version" = i64), ("X-Refact-Seed" = u64), ("X-Refact-Batch-Size" = u64))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -124,6 +154,22 @@ pub async fn generate<B: ModelBackend>(
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
+    let num_images = request.num_images.unwrap_or(1);
+    let setting = |message: &str| {
+        ApiError::invalid(
+            InvalidKind::BadGenerationSetting.as_code(),
+            "num_images",
+            message,
+        )
+    };
+    if !(1..=MAX_IMAGES_PER_REQUEST).contains(&num_images) {
+        return Err(setting("must be between 1 and 8"));
+    }
+    if num_images > 1 && !wants_json(&headers) {
+        return Err(setting(
+            "more than one image needs `Accept: application/json`",
+        ));
+    }
     let params = resolve_params(
         request,
         &state.settings.limits,
@@ -137,7 +183,42 @@ pub async fn generate<B: ModelBackend>(
         .ok_or_else(|| version_not_found(&version.to_string()))?;
     let seed = params.seed;
     let (width, height, steps) = (params.width, params.height, params.steps);
-    let span = tracing::info_span!("generate", version, seed, width, height, steps);
+    let span = tracing::info_span!("generate", version, seed, width, height, steps, num_images);
+    if num_images > 1 {
+        let started = std::time::Instant::now();
+        let seeds: Vec<u64> = (0..num_images as u64)
+            .map(|i| seed.wrapping_add(i))
+            .collect();
+        let renders = seeds.iter().map(|&seed| {
+            let params = GenerateParams {
+                seed,
+                ..params.clone()
+            };
+            state.generator.generate(params, deltas.clone())
+        });
+        let rendered = futures::future::try_join_all(renders)
+            .instrument(span)
+            .await?;
+        let largest_batch = rendered.iter().map(|r| r.batch_size).max().unwrap_or(1);
+        let body = GenerateManyResponse {
+            images: rendered
+                .iter()
+                .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.png))
+                .collect(),
+            seeds,
+            version,
+            width,
+            height,
+            steps,
+            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        return Ok(with_echo(
+            Json(body).into_response(),
+            version,
+            seed,
+            largest_batch,
+        ));
+    }
     let rendered = state
         .generator
         .generate(params, deltas)
@@ -303,6 +384,7 @@ mod tests {
             height: Some(64),
             seed: Some(3),
             scheduler: None,
+            num_images: None,
         }
     }
 

@@ -7,7 +7,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 
-on_both_databases!(renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone);
+on_both_databases!(
+    renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone,
+    num_images_renders_consecutive_seeds_as_one_batch
+);
 
 /// The PNG and the size of the batch it came from.
 async fn render(app: &TestApp, version: &str, prompt: &str, seed: u64) -> (Vec<u8>, usize) {
@@ -79,5 +82,64 @@ async fn renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone(db:
             png, expected,
             "request {i}: the batched image is not the image"
         );
+    }
+}
+
+async fn num_images_renders_consecutive_seeds_as_one_batch(db: Db) {
+    use base64::Engine;
+    let app = spawn_app(db, |s| {
+        s.worker.enabled = false;
+        s.batching.max_wait_ms = 200.0;
+    })
+    .await;
+    let body = json!({"prompt": "a red car", "steps": 2, "width": 64, "height": 64,
+                      "seed": 10, "num_images": 3});
+    let response = app
+        .request(reqwest::Method::POST, "/generate?version=0")
+        .header("Accept", "application/json")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-refact-batch-size"],
+        "3",
+        "one batch of three"
+    );
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["seeds"], json!([10, 11, 12]));
+    let images = answer["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    for (i, image) in images.iter().enumerate() {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(image.as_str().unwrap())
+            .unwrap();
+        let (alone, _) = render(&app, "0", "a red car", 10 + i as u64).await;
+        assert_eq!(png, alone, "image {i} is the image of seed {}", 10 + i);
+    }
+
+    // More than one image needs JSON; at most eight.
+    for (num_images, accept) in [
+        (2, "image/png"),
+        (9, "application/json"),
+        (0, "application/json"),
+    ] {
+        let mut body = body.clone();
+        body["num_images"] = num_images.into();
+        let response = app
+            .request(reqwest::Method::POST, "/generate?version=0")
+            .header("Accept", accept)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{num_images}"
+        );
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["field"], "num_images", "{error}");
     }
 }
