@@ -163,7 +163,16 @@ async fn main() {
     for concurrency in CONCURRENCY {
         for spread in [false, true] {
             let off = run_cell(&client, &single, concurrency, spread, requests, size, steps).await;
-            let on = run_cell(&client, &batched, concurrency, spread, requests, size, steps).await;
+            let on = run_cell(
+                &client,
+                &batched,
+                concurrency,
+                spread,
+                requests,
+                size,
+                steps,
+            )
+            .await;
             let versions = if spread { VERSIONS } else { 1 };
             println!(
                 "| {concurrency} | {versions} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {:.0} | {:.0} |",
