@@ -101,6 +101,24 @@ pub fn prefer_single_threaded_elementwise_ops() {
     }
 }
 
+/// Fixes, once, the thread count candle's matrix products use, unless the user chose it
+/// (`RAYON_NUM_THREADS`). Call first thing in `main`, with
+/// [`prefer_single_threaded_elementwise_ops`].
+///
+/// Why: candle 0.11 asks for the count on every matmul and, without the variable, works
+/// it out again each time by reading /proc/cpuinfo (`num_cpus::get_physical`). A profile
+/// of the serving benchmark on the fixture (perf, 2-core machine) spent 7% of all samples
+/// formatting /proc/cpuinfo in the kernel for it. The value set is candle's own default,
+/// computed once, so the thread count does not change. (Rayon's global pool also reads
+/// the variable: it gets candle's count, the physical cores, instead of the logical ones.)
+pub fn pin_matmul_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        // Safe in edition 2021; sound here because no other thread runs yet.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,8 +136,19 @@ async fn run_cell(
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    // As `refact serve` does, before any thread exists.
+    refact_engine::device::prefer_single_threaded_elementwise_ops();
+    refact_engine::device::pin_matmul_thread_count();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(serve_and_measure());
+}
+
+async fn serve_and_measure() {
     let size = env_or("REFACT_BENCH_SIZE", 64);
     let steps = env_or("REFACT_BENCH_STEPS", 4);
     let requests = env_or("REFACT_BENCH_REQUESTS", 48);

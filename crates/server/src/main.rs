@@ -6,6 +6,7 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
+    refact_engine::device::pin_matmul_thread_count();
     let args = cli::Cli::parse();
     cli::init_tracing();
     match cli::run(args) {
