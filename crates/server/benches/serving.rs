@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p refact-server --bench serving` (about a minute on 2 cores). Sizes:
 //! `REFACT_BENCH_SIZE` (64 px), `REFACT_BENCH_STEPS` (4), `REFACT_BENCH_REQUESTS` per
-//! cell (48).
+//! cell (48); `REFACT_BENCH_MAX_WAIT_MS` overrides `batching.max_wait_ms`.
 
 use refact_server::settings::Settings;
 use refact_server::startup::Application;
@@ -38,6 +38,11 @@ fn settings(database_url: &str, data: &std::path::Path, max_batch: usize) -> Set
     settings.statistics.lines = 200;
     settings.limits.generate_queue = 64;
     settings.batching.max_batch = max_batch;
+    if let Ok(wait) = std::env::var("REFACT_BENCH_MAX_WAIT_MS") {
+        settings.batching.max_wait_ms = wait
+            .parse()
+            .expect("REFACT_BENCH_MAX_WAIT_MS: milliseconds");
+    }
     settings.worker.poll_interval_secs = 0.1;
     settings
 }

@@ -177,7 +177,7 @@ async fn authenticate<B: ModelBackend>(
 }
 
 /// How long a lookup of a token the cache could vouch for may take.
-const CACHED_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_millis(300);
+const CACHED_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The token of a `Bearer <token>` header value (the scheme is case-insensitive).
 fn bearer_token(value: &str) -> Option<&str> {

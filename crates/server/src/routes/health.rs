@@ -37,7 +37,7 @@ pub async fn healthz() -> Json<HealthStatus> {
 }
 
 /// How long `/readyz` waits for the database.
-const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// The model is loaded (it is, once the server listens) and the database answers.
 #[utoipa::path(
