@@ -7,6 +7,7 @@
 //! | `refact_generate_queue_depth` | gauge | |
 //! | `refact_generate_duration_seconds` | histogram | outcome |
 //! | `refact_generate_batch_size` | histogram (images per UNet batch) | |
+//! | `refact_generate_images_total` | counter | version (the last 16 by number, else `older`) |
 //! | `refact_generate_queue_wait_seconds` | histogram | |
 //! | `refact_edits_queued`, `refact_edits_running` | gauge (read at scrape) | |
 //! | `refact_edit_duration_seconds` | histogram | outcome |
@@ -96,6 +97,26 @@ pub fn record_generate(duration: Duration, outcome: &'static str) {
         .record(duration.as_secs_f64());
 }
 
+/// Versions that get their own label in `refact_generate_images_total`: the newest ones.
+/// Older versions share the label `older`, so the series stay bounded however many
+/// versions a model accumulates.
+pub const LABELLED_VERSIONS: i64 = 16;
+
+/// The `version` label of an image rendered at `version` when the newest is `head`.
+pub fn version_label(version: i64, head: i64) -> String {
+    if version > head - LABELLED_VERSIONS {
+        version.to_string()
+    } else {
+        "older".to_string()
+    }
+}
+
+/// Counts images served at a version.
+pub fn record_generated_images(version: i64, head: i64, images: usize) {
+    metrics::counter!("refact_generate_images_total", "version" => version_label(version, head))
+        .increment(images as u64);
+}
+
 /// Records how many images one UNet batch rendered.
 pub fn record_generate_batch(images: usize) {
     metrics::histogram!("refact_generate_batch_size").record(images as f64);
@@ -136,5 +157,20 @@ mod tests {
         assert_eq!(method_label(&invented), "other");
         let another = Method::from_bytes(b"XYZZY").unwrap();
         assert_eq!(method_label(&another), method_label(&invented));
+    }
+
+    #[test]
+    fn only_the_newest_versions_get_their_own_label() {
+        assert_eq!(version_label(100, 100), "100");
+        assert_eq!(version_label(85, 100), "85");
+        assert_eq!(version_label(84, 100), "older");
+        assert_eq!(
+            version_label(0, 3),
+            "0",
+            "a young model labels every version"
+        );
+        let labels: std::collections::HashSet<String> =
+            (0..=1000).map(|v| version_label(v, 1000)).collect();
+        assert_eq!(labels.len() as i64, LABELLED_VERSIONS + 1, "bounded");
     }
 }

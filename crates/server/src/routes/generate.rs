@@ -200,6 +200,8 @@ pub async fn generate<B: ModelBackend>(
             .instrument(span)
             .await?;
         let largest_batch = rendered.iter().map(|r| r.batch_size).max().unwrap_or(1);
+        let head = state.versions.head().unwrap_or(version);
+        crate::metrics::record_generated_images(version, head, rendered.len());
         let body = GenerateManyResponse {
             images: rendered
                 .iter()
@@ -225,6 +227,8 @@ pub async fn generate<B: ModelBackend>(
         .instrument(span)
         .await?;
     let (png, batch_size) = (rendered.png, rendered.batch_size);
+    let head = state.versions.head().unwrap_or(version);
+    crate::metrics::record_generated_images(version, head, 1);
 
     if wants_json(&headers) {
         let body = GenerateResponse {
