@@ -141,6 +141,10 @@ async fn run_cell(
     }
 }
 
+/// The allocator `refact` runs with (crates/server/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // As `refact serve` does, before any thread exists.
     refact_engine::device::prefer_single_threaded_elementwise_ops();

@@ -4,6 +4,12 @@ use clap::Parser;
 
 mod cli;
 
+/// mimalloc instead of the system allocator. Image generation allocates and frees large
+/// temporaries (attention scores, activations at full resolution) every step; glibc hands
+/// blocks that large back to the OS and the next step faults them in again, zeroed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
