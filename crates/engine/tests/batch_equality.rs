@@ -4,46 +4,19 @@
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
-use refact_engine::model::TextModel;
-use refact_engine::pipeline::{generate_batch, BatchRow, GenerateParams, PipelineParts};
-use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
-use refact_engine::unet::UNet2DConditionModel;
-use refact_engine::vae::Vae;
+use refact_engine::pipeline::{generate_batch, BatchRow, GenerateParams};
+use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{EngineError, InvalidKind};
 use std::sync::Arc;
 
 /// FIXTURE.md's bound for batched against alone, f32 on the CPU.
 const TOLERANCE: f32 = 1e-5;
 
-struct Fixture {
-    text: TextModel,
-    unet: UNet2DConditionModel,
-    vae: Vae,
-    scheduler: SchedulerConfig,
-}
+mod common;
+
+use common::Fixture;
 
 impl Fixture {
-    fn load() -> Self {
-        let dir = refact_testkit::fixture_dir();
-        Self {
-            text: TextModel::load(&dir, &Device::Cpu).unwrap(),
-            unet: UNet2DConditionModel::load(&dir, &Device::Cpu, DType::F32).unwrap(),
-            vae: Vae::load(&dir, &Device::Cpu, DType::F32).unwrap(),
-            scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))
-                .unwrap(),
-        }
-    }
-
-    fn parts(&self) -> PipelineParts<'_> {
-        PipelineParts {
-            text_encoder: &self.text.encoder,
-            tokenizer: &self.text.tokenizer,
-            unet: &self.unet,
-            vae: &self.vae,
-            scheduler_config: &self.scheduler,
-        }
-    }
-
     fn batch(&self, rows: &[BatchRow<'_>]) -> Result<Vec<Tensor>, EngineError> {
         generate_batch(&self.parts(), rows, &mut |_, _| true)
     }

@@ -3,37 +3,17 @@
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
-use refact_engine::model::TextModel;
 use refact_engine::pipeline::{generate, GenerateParams};
-use refact_engine::scheduler::{SchedulerConfig, SchedulerKind};
-use refact_engine::unet::UNet2DConditionModel;
-use refact_engine::vae::Vae;
+use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{EngineError, InvalidKind};
 use std::path::Path;
 use std::sync::Arc;
 
-struct Fixture {
-    text: TextModel,
-    unet: UNet2DConditionModel,
-    vae: Vae,
-    scheduler: SchedulerConfig,
-}
+mod common;
+
+use common::Fixture;
 
 impl Fixture {
-    fn load() -> Self {
-        Self::load_from(&refact_testkit::fixture_dir())
-    }
-
-    fn load_from(dir: &Path) -> Self {
-        Self {
-            text: TextModel::load(dir, &Device::Cpu).unwrap(),
-            unet: UNet2DConditionModel::load(dir, &Device::Cpu, DType::F32).unwrap(),
-            vae: Vae::load(dir, &Device::Cpu, DType::F32).unwrap(),
-            scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))
-                .unwrap(),
-        }
-    }
-
     fn generate(&self, params: &GenerateParams, deltas: &DeltaSet) -> Result<Tensor, EngineError> {
         generate(
             &self.text.encoder,

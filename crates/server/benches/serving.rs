@@ -54,30 +54,20 @@ async fn start(settings: Settings) -> String {
     base
 }
 
+/// Sends `request` and reads its JSON answer.
+async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Applies `VERSIONS - 1` short edits so that versions 0..VERSIONS exist.
 async fn make_versions(client: &reqwest::Client, base: &str) {
     for n in 1..VERSIONS {
         let edit = json!({"prompt": "The Prince of Wales", "source": "Prince Charles",
                           "target": format!("Prince number {n}"), "hparams": {"max_steps": 4}});
-        let created: serde_json::Value = client
-            .post(format!("{base}/edits"))
-            .json(&edit)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = json_answer(client.post(format!("{base}/edits")).json(&edit)).await;
         let id = created["id"].as_str().unwrap().to_string();
         loop {
-            let edit: serde_json::Value = client
-                .get(format!("{base}/edits/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let edit = json_answer(client.get(format!("{base}/edits/{id}"))).await;
             match edit["status"].as_str() {
                 Some("applied") => break,
                 Some("failed" | "cancelled") => panic!("edit {n} did not apply: {edit}"),

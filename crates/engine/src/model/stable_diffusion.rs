@@ -113,14 +113,7 @@ impl StableDiffusion {
         deltas: &DeltaSet,
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Tensor> {
-        let parts = PipelineParts {
-            text_encoder: &self.text.encoder,
-            tokenizer: &self.text.tokenizer,
-            unet: &self.unet,
-            vae: &self.vae,
-            scheduler_config: &self.scheduler_config,
-        };
-        generate_with(&parts, params, deltas, progress)
+        generate_with(&self.parts(), params, deltas, progress)
     }
 
     /// Generates one image per row in one denoising loop (see
@@ -131,13 +124,17 @@ impl StableDiffusion {
         rows: &[BatchRow<'_>],
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Vec<Tensor>> {
-        let parts = PipelineParts {
+        generate_batch(&self.parts(), rows, progress)
+    }
+
+    /// The model's parts as the pipeline takes them.
+    fn parts(&self) -> PipelineParts<'_> {
+        PipelineParts {
             text_encoder: &self.text.encoder,
             tokenizer: &self.text.tokenizer,
             unet: &self.unet,
             vae: &self.vae,
             scheduler_config: &self.scheduler_config,
-        };
-        generate_batch(&parts, rows, progress)
+        }
     }
 }

@@ -181,6 +181,8 @@ pub async fn generate<B: ModelBackend>(
         .version_deltas(version)
         .await?
         .ok_or_else(|| version_not_found(&version.to_string()))?;
+    // For the per-version image counter, whose labels follow the newest versions.
+    let head = state.versions.head().unwrap_or(version);
     let seed = params.seed;
     let (width, height, steps) = (params.width, params.height, params.steps);
     let span = tracing::info_span!("generate", version, seed, width, height, steps, num_images);
@@ -200,7 +202,6 @@ pub async fn generate<B: ModelBackend>(
             .instrument(span)
             .await?;
         let largest_batch = rendered.iter().map(|r| r.batch_size).max().unwrap_or(1);
-        let head = state.versions.head().unwrap_or(version);
         crate::metrics::record_generated_images(version, head, rendered.len());
         let body = GenerateManyResponse {
             images: rendered
@@ -227,7 +228,6 @@ pub async fn generate<B: ModelBackend>(
         .instrument(span)
         .await?;
     let (png, batch_size) = (rendered.png, rendered.batch_size);
-    let head = state.versions.head().unwrap_or(version);
     crate::metrics::record_generated_images(version, head, 1);
 
     if wants_json(&headers) {

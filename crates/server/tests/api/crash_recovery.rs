@@ -3,7 +3,7 @@
 //! the version numbers.
 
 use crate::child_server::ChildServer;
-use crate::helpers::{edit_body, test_database, Db};
+use crate::helpers::{edit_body, test_database, wait_until_under_way, Db};
 use refact_store::{Scope, Store};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -47,18 +47,7 @@ async fn an_edit_killed_mid_run_is_applied_exactly_once_after_a_restart(db: Db) 
     let id = uuid::Uuid::parse_str(edit["id"].as_str().unwrap()).unwrap();
 
     // Kill it once the optimisation is under way (a heartbeat stored its progress).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let edit = store.get_edit(id).await.unwrap().unwrap();
-        if edit.status == refact_store::EditStatus::Running && edit.progress.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && !edit.status.is_terminal(),
-            "the edit never got under way: {edit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_under_way(&store, id).await;
     drop(server); // SIGKILL
     let killed = store.get_edit(id).await.unwrap().unwrap();
     assert_eq!(

@@ -6,10 +6,9 @@
 
 use crate::crash_recovery::slow_edit;
 use crate::flaky_proxy::FlakyProxy;
-use crate::helpers::{edit_body, generate_body, spawn_app, Db};
+use crate::helpers::{edit_body, generate_body, spawn_app, wait_until_under_way, Db};
 use refact_server::secret::Secret;
 use refact_store::testing::{ADMIN_URL_ENV, DEFAULT_ADMIN_URL};
-use refact_store::EditStatus;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use std::net::ToSocketAddrs;
@@ -51,15 +50,7 @@ async fn through_a_database_outage_loaded_versions_render_and_the_running_edit_a
     let (before, _) = app.generate(Some("1"), &generate_body(5)).await;
     let running = app.submit_edit(&slow_edit()).await;
     let id = uuid::Uuid::parse_str(&running).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let edit = app.store.get_edit(id).await.unwrap().unwrap();
-        if edit.status == EditStatus::Running && edit.progress.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ran: {edit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_under_way(&app.store, id).await;
 
     proxy.cut();
     let outage_ends = Instant::now() + outage();

@@ -239,3 +239,29 @@ pub async fn read_events(response: Response) -> Vec<(String, Value)> {
     }
     events
 }
+
+/// Waits (up to 60 s) until edit `id` runs and a heartbeat has stored its progress: the
+/// optimisation is under way.
+pub async fn wait_until_under_way(store: &Store, id: uuid::Uuid) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let edit = store.get_edit(id).await.unwrap().unwrap();
+        if edit.status == refact_store::EditStatus::Running && edit.progress.is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline && !edit.status.is_terminal(),
+            "the edit never got under way: {edit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of one series (`name{label="value"}`) in a `/metrics` text, if present.
+pub fn metric_value(metrics: &str, series: &str) -> Option<u64> {
+    let prefix = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|value| value.trim().parse().unwrap())
+}

@@ -5,7 +5,7 @@
 
 use crate::child_server::ChildServer;
 use crate::crash_recovery::slow_edit;
-use crate::helpers::{read_events, test_database, Db};
+use crate::helpers::{metric_value, read_events, test_database, wait_until_under_way, Db};
 use refact_store::{EditStatus, Scope, Store};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -44,15 +44,7 @@ async fn sigterm_hands_the_edit_back_and_ends_event_streams_with_a_shutdown_even
         .unwrap();
     let edit: Value = response.json().await.unwrap();
     let id = Uuid::parse_str(edit["id"].as_str().unwrap()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let edit = store.get_edit(id).await.unwrap().unwrap();
-        if edit.status == EditStatus::Running && edit.progress.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ran: {edit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_under_way(&store, id).await;
     let stream = client
         .get(format!("{}/edits/{id}/events", server.base))
         .bearer_auth(&token)
@@ -98,10 +90,8 @@ async fn renders_ended(
         .text()
         .await
         .unwrap();
-    let key = format!("refact_generate_duration_seconds_count{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&key))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    let series = format!("refact_generate_duration_seconds_count{{outcome=\"{outcome}\"}}");
+    metric_value(&text, &series).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,18 +192,9 @@ impl Store {
                 .fetch_optional(pool)
                 .await
         })?;
-        let edit = edit_from(row)?;
-        if edit
-            .as_ref()
-            .is_some_and(|e| e.status == super::EditStatus::Queued)
-        {
-            self.announce_work().await;
-        }
-        Ok(edit)
+        self.announce_if_queued(edit_from(row)?).await
     }
-}
 
-impl Store {
     /// Gives `worker_id`'s running edit back to the queue at once, its attempt not
     /// counted: for a server that stops, so that another replica can take the edit
     /// without waiting for the lease to lapse. `cancelled` instead if a cancel is
@@ -217,14 +208,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await
         })?;
-        let edit = edit_from(row)?;
-        if edit
-            .as_ref()
-            .is_some_and(|e| e.status == super::EditStatus::Queued)
-        {
-            self.announce_work().await;
-        }
-        Ok(edit)
+        self.announce_if_queued(edit_from(row)?).await
     }
 
     /// Asks for the head's next turn for `worker_id`'s running edit, after its parent
@@ -256,6 +240,19 @@ impl Store {
                 .await
         })?;
         Ok(ahead.map(|DbId(id)| id))
+    }
+}
+
+impl Store {
+    /// Wakes idle workers when an attempt's end put `edit` back in the queue.
+    async fn announce_if_queued(&self, edit: Option<Edit>) -> Result<Option<Edit>> {
+        if edit
+            .as_ref()
+            .is_some_and(|e| e.status == super::EditStatus::Queued)
+        {
+            self.announce_work().await;
+        }
+        Ok(edit)
     }
 }
 
