@@ -1,7 +1,7 @@
 //! Batch-first serving over HTTP: concurrent renders at several versions share UNet
 //! batches, and every image is byte for byte the image rendered alone.
 
-use crate::helpers::{edit_body, metric_value, spawn_app, Db, TestApp};
+use crate::helpers::{edit_body, fetch_metrics, metric_value, spawn_app, Db, TestApp};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -84,15 +84,7 @@ async fn renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone(db:
         );
     }
     // Images are counted per version (the counter is process-wide: other tests add to it).
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fetch_metrics(&app.client, &app.base).await;
     for version in ["0", "1", "2"] {
         let series = format!("refact_generate_images_total{{version=\"{version}\"}}");
         let count =

@@ -1,6 +1,6 @@
 //! An edit from submission to version, image bytes across versions, revert, aliases.
 
-use crate::helpers::{edit_body, generate_body, read_events, spawn_app, Db};
+use crate::helpers::{edit_body, fetch_metrics, generate_body, read_events, spawn_app, Db};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -153,15 +153,7 @@ async fn an_edit_goes_queued_running_applied_and_changes_only_its_version(db: Db
     assert_eq!(numbers, [2, 1, 0]);
 
     // The metrics saw all of it.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fetch_metrics(&app.client, &app.base).await;
     for name in [
         "refact_http_requests_total",
         "refact_generate_duration_seconds",

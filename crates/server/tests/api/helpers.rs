@@ -257,6 +257,18 @@ pub async fn wait_until_under_way(store: &Store, id: uuid::Uuid) {
     }
 }
 
+/// The `/metrics` text of the server at `base` (unauthenticated, as Prometheus scrapes).
+pub async fn fetch_metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The value of one series (`name{label="value"}`) in a `/metrics` text, if present.
 pub fn metric_value(metrics: &str, series: &str) -> Option<u64> {
     let prefix = format!("{series} ");

@@ -5,7 +5,9 @@
 
 use crate::child_server::ChildServer;
 use crate::crash_recovery::slow_edit;
-use crate::helpers::{metric_value, read_events, test_database, wait_until_under_way, Db};
+use crate::helpers::{
+    fetch_metrics, metric_value, read_events, test_database, wait_until_under_way, Db,
+};
 use refact_store::{EditStatus, Scope, Store};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -75,21 +77,8 @@ async fn sigterm_hands_the_edit_back_and_ends_event_streams_with_a_shutdown_even
 }
 
 /// The `refact_generate_duration_seconds` count for `outcome`, from `/metrics`.
-async fn renders_ended(
-    client: &reqwest::Client,
-    server: &ChildServer,
-    token: &str,
-    outcome: &str,
-) -> u64 {
-    let text = client
-        .get(format!("{}/metrics", server.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn renders_ended(client: &reqwest::Client, server: &ChildServer, outcome: &str) -> u64 {
+    let text = fetch_metrics(client, &server.base).await;
     let series = format!("refact_generate_duration_seconds_count{{outcome=\"{outcome}\"}}");
     metric_value(&text, &series).unwrap_or(0)
 }
@@ -110,7 +99,7 @@ async fn a_render_whose_client_left_stops_at_its_next_step() {
         .await;
     assert!(gave_up.is_err_and(|e| e.is_timeout()));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while renders_ended(&client, &server, &token, "cancelled").await == 0 {
+    while renders_ended(&client, &server, "cancelled").await == 0 {
         assert!(
             Instant::now() < deadline,
             "the render went on:\n{}",
@@ -118,7 +107,7 @@ async fn a_render_whose_client_left_stops_at_its_next_step() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(renders_ended(&client, &server, &token, "ok").await, 0);
+    assert_eq!(renders_ended(&client, &server, "ok").await, 0);
     // The generation thread is free for the next request.
     let small = json!({"prompt": "next", "width": 64, "height": 64, "steps": 2, "seed": 1});
     let response = client

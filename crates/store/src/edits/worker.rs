@@ -161,15 +161,7 @@ impl Store {
     /// Ends `worker_id`'s attempt as `cancelled`. `None` (nothing written) when the
     /// worker no longer holds the edit.
     pub async fn mark_cancelled(&self, id: Uuid, worker_id: &str) -> Result<Option<Edit>> {
-        let row: Option<EditRow> = on_pool!(self, pool => {
-            sqlx::query_as(MARK_CANCELLED)
-                .bind(DbId(id))
-                .bind(worker_id)
-                .bind(DbTime(now()))
-                .fetch_optional(pool)
-                .await
-        })?;
-        edit_from(row)
+        self.end_attempt(MARK_CANCELLED, id, worker_id).await
     }
 
     /// Ends `worker_id`'s attempt with `error`: back to `queued` when `retryable` and
@@ -200,15 +192,8 @@ impl Store {
     /// without waiting for the lease to lapse. `cancelled` instead if a cancel is
     /// pending. `None` (nothing written) when the worker no longer holds the edit.
     pub async fn release_edit(&self, id: Uuid, worker_id: &str) -> Result<Option<Edit>> {
-        let row: Option<EditRow> = on_pool!(self, pool => {
-            sqlx::query_as(RELEASE)
-                .bind(DbId(id))
-                .bind(worker_id)
-                .bind(DbTime(now()))
-                .fetch_optional(pool)
-                .await
-        })?;
-        self.announce_if_queued(edit_from(row)?).await
+        let edit = self.end_attempt(RELEASE, id, worker_id).await?;
+        self.announce_if_queued(edit).await
     }
 
     /// Asks for the head's next turn for `worker_id`'s running edit, after its parent
@@ -244,6 +229,20 @@ impl Store {
 }
 
 impl Store {
+    /// Runs `sql`, an end of `worker_id`'s attempt bound as ($1 id, $2 worker, $3 now).
+    /// `None` when the worker no longer holds the edit.
+    async fn end_attempt(&self, sql: &str, id: Uuid, worker_id: &str) -> Result<Option<Edit>> {
+        let row: Option<EditRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(DbId(id))
+                .bind(worker_id)
+                .bind(DbTime(now()))
+                .fetch_optional(pool)
+                .await
+        })?;
+        edit_from(row)
+    }
+
     /// Wakes idle workers when an attempt's end put `edit` back in the queue.
     async fn announce_if_queued(&self, edit: Option<Edit>) -> Result<Option<Edit>> {
         if edit
