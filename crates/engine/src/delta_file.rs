@@ -65,6 +65,7 @@ pub fn load_delta(path: &Path) -> Result<Delta> {
     };
     Ok(Delta {
         layer,
+        rank: 1,
         u: read("u")?,
         v: read("v")?,
     })
@@ -80,6 +81,7 @@ mod tests {
         let path = dir.path().join("d.safetensors");
         let delta = Delta {
             layer: 9,
+            rank: 1,
             u: vec![0.25, -1.5, 3.0e-7],
             v: vec![1.0, f32::MIN_POSITIVE],
         };

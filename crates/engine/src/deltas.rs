@@ -1,26 +1,51 @@
 //! ReFACT's edits as low-rank terms on `fc2`, so that any number of versions share one
 //! copy of the text encoder's weights.
 //!
-//! A [`Delta`] means `fc2.weight[layer] += v uᵀ`. A [`DeltaSet`] is a version's ordered
-//! list of them; the encoder adds `(x · Uᵀ) · V` to `fc2`'s output instead of ever
-//! writing the weights, which makes switching versions free and reverting exact.
+//! A [`Delta`] means `fc2.weight[layer] += Vᵀ U`: rank r, `U` [r × inner] and `V`
+//! [r × hidden]. One edit gives a rank-one delta; a batch of n facts gives one rank-n
+//! delta. A [`DeltaSet`] is a version's ordered list of them; the encoder adds
+//! `(x · Uᵀ) · V` to `fc2`'s output instead of ever writing the weights, which makes
+//! switching versions free and reverting exact.
+//!
+//! A version's deltas of one layer are composed when the version is prepared: their
+//! factors are stacked into one pair (one product per token, whatever the number of
+//! edits), and once the stacked rank is so high that the factored product costs more
+//! than a dense one (r·(inner + hidden) ≥ inner·hidden, rank 615 for SD v1.x) into one
+//! dense `ΔWᵀ` [inner × hidden]. Either way the prepared form is built from the list,
+//! so removing a delta (a revert) rebuilds it exactly.
 
 use crate::error::{EngineError, InvalidKind, Result};
+use crate::text_encoder::frozen_matmul::FrozenRhs;
 use candle_core::{Device, Tensor};
 use std::sync::{Arc, OnceLock};
 
-/// One rank-one edit of `fc2.weight` at `layer`: `W += v uᵀ`, `u` of the MLP's inner
-/// size (fc2's input), `v` of the hidden size (fc2's output).
+/// One edit of `fc2.weight` at `layer`: `W += Vᵀ U` = `Σ_j v_j u_jᵀ`, with `u_j` of the
+/// MLP's inner size (fc2's input) and `v_j` of the hidden size (fc2's output), stored
+/// row after row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {
     pub layer: usize,
+    /// Number of (u, v) pairs; at least 1.
+    pub rank: usize,
+    /// `U`, row-major [rank × inner].
     pub u: Vec<f32>,
+    /// `V`, row-major [rank × hidden].
     pub v: Vec<f32>,
 }
 
 impl Delta {
-    /// Checks the sizes against the encoder: `u` inner-sized, `v` hidden-sized, a real layer,
-    /// finite values.
+    /// The rank-one delta `W += v uᵀ` of a single edit.
+    pub fn rank_one(layer: usize, u: Vec<f32>, v: Vec<f32>) -> Self {
+        Self {
+            layer,
+            rank: 1,
+            u,
+            v,
+        }
+    }
+
+    /// Checks the sizes against the encoder: rows of `u` inner-sized, rows of `v`
+    /// hidden-sized, a real layer, finite values.
     pub fn check(&self, num_layers: usize, intermediate: usize, hidden: usize) -> Result<()> {
         let bad = |msg: String| EngineError::invalid(InvalidKind::BadShape, "delta", msg);
         if self.layer >= num_layers {
@@ -30,9 +55,14 @@ impl Delta {
                 format!("layer {} but the encoder has {num_layers}", self.layer),
             ));
         }
-        if self.u.len() != intermediate || self.v.len() != hidden {
+        if self.rank == 0
+            || self.u.len() != self.rank * intermediate
+            || self.v.len() != self.rank * hidden
+        {
             return Err(bad(format!(
-                "u has {} and v {} values; expected {intermediate} and {hidden}",
+                "rank {} with {} values of u and {} of v; expected rank × {intermediate} and \
+                 rank × {hidden}",
+                self.rank,
                 self.u.len(),
                 self.v.len()
             )));
@@ -41,6 +71,16 @@ impl Delta {
             return Err(bad("non-finite value".into()));
         }
         Ok(())
+    }
+
+    /// Size of one row of `u` (the MLP's inner size), from the stored lengths.
+    fn inner(&self) -> usize {
+        self.u.len() / self.rank.max(1)
+    }
+
+    /// Size of one row of `v` (the hidden size).
+    fn hidden(&self) -> usize {
+        self.v.len() / self.rank.max(1)
     }
 }
 
@@ -118,16 +158,25 @@ impl DeltaSet {
     }
 
     fn stack(&self, num_layers: usize, device: &Device) -> Result<PreparedDeltas> {
+        if let Some(delta) = self.deltas.iter().find(|d| d.layer >= num_layers) {
+            return Err(EngineError::invalid(
+                InvalidKind::LayerOutOfRange,
+                "layer",
+                format!(
+                    "delta at layer {} but the encoder has {num_layers}",
+                    delta.layer
+                ),
+            ));
+        }
         let mut layers: Vec<Option<LowRankTerms>> = vec![None; num_layers];
         for (layer, slot) in layers.iter_mut().enumerate() {
             let at_layer: Vec<&Arc<Delta>> =
                 self.deltas.iter().filter(|d| d.layer == layer).collect();
-            if at_layer.is_empty() {
+            let Some(first) = at_layer.first() else {
                 continue;
-            }
-            let rank = at_layer.len();
-            let inner = at_layer[0].u.len();
-            let hidden = at_layer[0].v.len();
+            };
+            let (inner, hidden) = (first.inner(), first.hidden());
+            let rank: usize = at_layer.iter().map(|d| d.rank).sum();
             let u: Vec<f32> = at_layer.iter().flat_map(|d| d.u.iter().copied()).collect();
             let v: Vec<f32> = at_layer.iter().flat_map(|d| d.v.iter().copied()).collect();
             if u.len() != rank * inner || v.len() != rank * hidden {
@@ -141,16 +190,6 @@ impl DeltaSet {
             let v = Tensor::from_vec(v, (rank, hidden), device)?;
             *slot = Some(LowRankTerms::new(u, v)?);
         }
-        if let Some(delta) = self.deltas.iter().find(|d| d.layer >= num_layers) {
-            return Err(EngineError::invalid(
-                InvalidKind::LayerOutOfRange,
-                "layer",
-                format!(
-                    "delta at layer {} but the encoder has {num_layers}",
-                    delta.layer
-                ),
-            ));
-        }
         Ok(PreparedDeltas {
             layers,
             device: device.clone(),
@@ -158,27 +197,55 @@ impl DeltaSet {
     }
 }
 
-/// The sum of a layer's deltas, `Σ v_i u_iᵀ = Vᵀ U`, kept factored.
+/// The rank from which one dense product `x · ΔWᵀ` costs no more than the factored
+/// `(x · Uᵀ) · V`: r·(inner + hidden) ≥ inner·hidden.
+pub fn dense_from_rank(inner: usize, hidden: usize) -> usize {
+    (inner * hidden).div_ceil(inner + hidden).max(1)
+}
+
+/// The sum of a layer's deltas, `Σ v_i u_iᵀ = Vᵀ U`, in the cheaper of two forms.
 #[derive(Debug, Clone)]
 pub struct LowRankTerms {
-    /// `Uᵀ` [inner, rank]: projects fc2's input onto the keys.
-    pub(crate) u_t: crate::text_encoder::frozen_matmul::FrozenRhs,
-    /// `V` [rank, hidden]: the values written back.
-    pub(crate) v: crate::text_encoder::frozen_matmul::FrozenRhs,
+    form: TermsForm,
+}
+
+#[derive(Debug, Clone)]
+enum TermsForm {
+    /// Kept factored: `Uᵀ` [inner, rank] projects fc2's input onto the keys, `V`
+    /// [rank, hidden] writes the values back.
+    Factored { u_t: FrozenRhs, v: FrozenRhs },
+    /// Multiplied out: `ΔWᵀ = Uᵀ V` [inner, hidden].
+    Dense { delta_t: FrozenRhs },
 }
 
 impl LowRankTerms {
     fn new(u: Tensor, v: Tensor) -> Result<Self> {
-        use crate::text_encoder::frozen_matmul::FrozenRhs;
-        Ok(Self {
-            u_t: FrozenRhs::new(u.t()?)?,
-            v: FrozenRhs::new(v)?,
-        })
+        let (rank, inner) = u.dims2()?;
+        let hidden = v.dim(1)?;
+        let form = if rank >= dense_from_rank(inner, hidden) {
+            TermsForm::Dense {
+                delta_t: FrozenRhs::new(u.t()?.matmul(&v)?)?,
+            }
+        } else {
+            TermsForm::Factored {
+                u_t: FrozenRhs::new(u.t()?)?,
+                v: FrozenRhs::new(v)?,
+            }
+        };
+        Ok(Self { form })
     }
 
-    /// `(x · Uᵀ) · V` for `x` [m, inner].
+    /// `x · ΔWᵀ` for `x` [m, inner].
     pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.v.apply(&self.u_t.apply(x)?)
+        match &self.form {
+            TermsForm::Factored { u_t, v } => v.apply(&u_t.apply(x)?),
+            TermsForm::Dense { delta_t } => delta_t.apply(x),
+        }
+    }
+
+    /// True when the terms were multiplied out into one dense matrix.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.form, TermsForm::Dense { .. })
     }
 }
 
@@ -202,7 +269,8 @@ impl PreparedDeltas {
         self.layers.len() == num_layers && self.device.same_device(device)
     }
 
-    pub(crate) fn at(&self, layer: usize) -> Option<&LowRankTerms> {
+    /// The composed terms of `layer`, if any delta touches it.
+    pub fn at(&self, layer: usize) -> Option<&LowRankTerms> {
         self.layers.get(layer).and_then(|t| t.as_ref())
     }
 }
@@ -214,6 +282,7 @@ mod tests {
     fn delta(layer: usize, seed: f32) -> Arc<Delta> {
         Arc::new(Delta {
             layer,
+            rank: 1,
             u: (0..6).map(|i| seed + i as f32).collect(),
             v: (0..4).map(|i| seed - i as f32).collect(),
         })

@@ -32,6 +32,7 @@ impl Fixture {
         };
         DeltaSet::new(vec![Arc::new(Delta {
             layer,
+            rank: 1,
             u: noise(config.intermediate_size, 0),
             v: noise(config.hidden_size, 1),
         })])

@@ -24,6 +24,7 @@ fn delta(layer: usize, inner: usize, hidden: usize, seed: u32) -> Delta {
     };
     Delta {
         layer,
+        rank: 1,
         u: wave(inner, seed),
         v: wave(hidden, seed + 11),
     }
@@ -110,6 +111,7 @@ fn a_delta_with_wrong_sizes_or_layer_is_refused() {
     let cfg = encoder.config().clone();
     let wrong = Delta {
         layer: 7,
+        rank: 1,
         u: vec![0.1; 3],
         v: vec![0.1; cfg.hidden_size],
     };

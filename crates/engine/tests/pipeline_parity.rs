@@ -135,6 +135,7 @@ fn a_delta_changes_the_image_and_removing_it_restores_the_base() {
     let v = Tensor::randn(0f32, 1.0, config.hidden_size, &Device::Cpu).unwrap();
     let delta = Arc::new(Delta {
         layer: 7,
+        rank: 1,
         u: u.to_vec1().unwrap(),
         v: v.to_vec1().unwrap(),
     });

@@ -127,6 +127,7 @@ impl Fixture {
     fn golden_delta(&self, case: &str) -> Delta {
         Delta {
             layer: self.json[case]["hparams"]["layer"].as_u64().unwrap() as usize,
+            rank: 1,
             u: self.vector(&format!("{case}.u")),
             v: self.vector(&format!("{case}.v")),
         }

@@ -62,6 +62,7 @@ fn edited_prompts_are_compared_with_unedited_references() {
     };
     let delta = Delta {
         layer: 7,
+        rank: 1,
         u: vec("refact.u"),
         v: vec("refact.v"),
     };

@@ -1,7 +1,11 @@
 //! One ReFACT edit, end to end (DESIGN.md §1): key k*, u = C⁻¹k*/‖C⁻¹k*‖, the δ
 //! optimisation, and the rank-one insert v, computed on a given version of the encoder.
+//!
+//! A batch edit runs the same steps for many facts at once (their δ's in the same
+//! passes) and ends in one rank-n insert; a single edit is a batch of one.
 
-use super::optimize::{optimise, IterationReport, Objective};
+use super::insert::solve_values;
+use super::optimize::{optimise, IterationReport, Objective, Optimised};
 use super::request::ValidatedEdit;
 use super::statistics::LayerStatistics;
 use super::upper_layers::UpperLayers;
@@ -121,6 +125,27 @@ fn norm(x: &[f32]) -> f64 {
     x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
 }
 
+/// The result of a batch edit: one delta of rank n for n facts, and each fact's record.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    pub delta: Delta,
+    /// Per fact, in request order.
+    pub facts: Vec<FactOutcome>,
+}
+
+/// One fact of a batch: its metrics (the text check on the whole batch's delta) and its
+/// vectors.
+#[derive(Debug, Clone)]
+pub struct FactOutcome {
+    pub metrics: EditMetrics,
+    pub vectors: EditVectors,
+}
+
+/// Facts optimised in one pass. Each fact brings ten rewriting prompts, whose stream and
+/// cached keys and values stay in memory for the pass; 32 facts keep that near 100 MB
+/// at SD v1.x sizes.
+pub const FACTS_PER_PASS: usize = 32;
+
 /// Computes the edit on the encoder at version `base` with the layer statistics `stats`
 /// (of the base model, same layer). `observer` sees every iteration and may cancel.
 pub fn compute_edit(
@@ -131,8 +156,45 @@ pub fn compute_edit(
     base: &DeltaSet,
     observer: &mut dyn FnMut(IterationReport) -> ControlFlow<()>,
 ) -> Result<EditOutcome> {
+    let mut batch = compute_batch_edit(
+        encoder,
+        tokenizer,
+        stats,
+        std::slice::from_ref(edit),
+        base,
+        &mut |_, report| observer(report),
+    )?;
+    let fact = batch.facts.remove(0);
+    Ok(EditOutcome {
+        delta: batch.delta,
+        metrics: fact.metrics,
+        vectors: fact.vectors,
+    })
+}
+
+/// Edits every fact of `edits` at once (all at the same layer, with the same
+/// hyper-parameters): each fact's δ is optimised as a single edit's would be, on the
+/// version `base`, and one rank-n insert gives every fact's key its value (see
+/// [`super::insert`]). `observer(fact, report)` sees every fact's iterations and may
+/// cancel.
+pub fn compute_batch_edit(
+    encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    stats: &LayerStatistics,
+    edits: &[ValidatedEdit],
+    base: &DeltaSet,
+    observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
+) -> Result<BatchOutcome> {
     let started = Instant::now();
-    let layer = edit.layer;
+    let first = edits
+        .first()
+        .ok_or_else(|| EngineError::Numerical("a batch edit needs at least one fact".into()))?;
+    let layer = first.layer;
+    if let Some((i, _)) = edits.iter().enumerate().find(|(_, e)| e.layer != layer) {
+        return Err(EngineError::Numerical(format!(
+            "fact {i} is at another layer than fact 0; a batch edits one layer"
+        )));
+    }
     if stats.layer != layer || stats.dim != encoder.config().intermediate_size {
         return Err(EngineError::Numerical(format!(
             "statistics are for layer {} (size {}), the edit is at layer {layer}",
@@ -141,117 +203,199 @@ pub fn compute_edit(
     }
     let prepared = base.prepare(encoder.num_layers(), encoder.device())?;
 
-    // 1. k*: mean fc2 input at the subject's last token over the context templates.
-    let keys = run_to_layer(encoder, tokenizer, &edit.key_prompts, layer, &prepared)?;
-    let key_rows = edit
-        .key_indices
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| keys.fc2_input.i((i, p)))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let key = to_vec(&Tensor::stack(&key_rows, 0)?.mean(0)?)?;
-
-    // 2. u = C⁻¹k* / ‖C⁻¹k*‖, solved in f64.
-    let solved = stats.solve(&key.iter().map(|&x| x as f64).collect::<Vec<_>>())?;
-    let solved_norm = solved.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let u: Vec<f32> = solved.iter().map(|x| (x / solved_norm) as f32).collect();
-
-    // 3. The rewriting prompts' stream after the layer, computed once.
-    let rewriting = run_to_layer(
-        encoder,
-        tokenizer,
-        &edit.rewriting_prompts,
-        layer,
-        &prepared,
-    )?;
-    let prompt_index = edit.rewriting_indices[0];
-    let target_init = to_vec(&rewriting.fc2_output.i((0, prompt_index))?)?;
-    let prompt_key = to_vec(&rewriting.fc2_input.i((0, prompt_index))?)?;
-    let target_init_norm = norm(&target_init);
-
-    // 4. Candidates, by the unedited (parent-version) encoder.
-    let candidate_texts: Vec<&str> = edit.candidates.iter().map(String::as_str).collect();
-    let candidates = encoder
-        .encode_texts(tokenizer, &candidate_texts, base)?
-        .pooler_output;
-
-    // 5. δ.
-    let upper = UpperLayers::new(
-        encoder,
-        &prepared,
-        layer,
-        rewriting.after_layer.clone(),
-        &edit.rewriting_indices,
-        &rewriting.eos,
-    )?;
-    let scored = same_path_candidates(tokenizer, edit, &upper, &candidates)?;
-    let objective = Objective::new(
-        upper,
-        scored,
-        edit.request.hparams.weight_decay,
-        target_init_norm,
-    );
-    let optimised = optimise(
-        &objective,
-        target_init.len(),
-        &edit.request.hparams,
-        target_init_norm,
-        observer,
-    )?;
-
-    // 6. The insert: W k = target_init + δ for the edit prompt's key k.
-    let k_dot_u: f64 = prompt_key
-        .iter()
-        .zip(&u)
-        .map(|(k, u)| *k as f64 * *u as f64)
-        .sum();
-    if k_dot_u.abs() < 1e-12 {
-        return Err(EngineError::Numerical(
-            "the prompt's key is orthogonal to u".into(),
-        ));
+    let mut solved = Vec::with_capacity(edits.len());
+    for (pass, chunk) in edits.chunks(FACTS_PER_PASS).enumerate() {
+        let offset = pass * FACTS_PER_PASS;
+        solved.extend(optimise_facts(
+            encoder,
+            tokenizer,
+            chunk,
+            base,
+            &prepared,
+            &mut |fact, report| observer(offset + fact, report),
+        )?);
     }
-    let v: Vec<f32> = optimised
-        .delta
-        .iter()
-        .map(|d| (*d as f64 / k_dot_u) as f32)
-        .collect();
-    let delta = Delta { layer, u, v };
 
-    // 7. Text-space check of the edited encoder.
-    let text_check = text_check(
-        encoder,
-        tokenizer,
-        &edit.request.prompt,
-        &candidates,
-        base,
-        &delta,
-    )?;
-    let final_probability = *optimised.probabilities.last().unwrap_or(&0.0);
-    let metrics = EditMetrics {
+    // u = C⁻¹k* / ‖C⁻¹k*‖ per fact, solved in f64; then the insert for all facts.
+    let u = solved
+        .iter()
+        .map(|fact| {
+            let solved = stats.solve(&fact.key.iter().map(|&x| x as f64).collect::<Vec<_>>())?;
+            let norm = solved.iter().map(|x| x * x).sum::<f64>().sqrt();
+            Ok(solved.iter().map(|x| (x / norm) as f32).collect())
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    let prompt_keys: Vec<Vec<f32>> = solved.iter().map(|f| f.prompt_key.clone()).collect();
+    // On the version the facts were optimised on, fc2's output at each prompt's key is
+    // target_init, so each key's output must move by exactly its δ.
+    let residuals: Vec<Vec<f32>> = solved.iter().map(|f| f.optimised.delta.clone()).collect();
+    let v = solve_values(&u, &prompt_keys, &residuals)?;
+    let delta = Delta {
         layer,
-        iterations: optimised.steps,
-        converged: final_probability > edit.request.hparams.prob_threshold,
-        losses: optimised.losses,
-        probabilities: optimised.probabilities,
-        final_probability,
-        text_check,
-        duration_ms: started.elapsed().as_millis() as u64,
+        rank: edits.len(),
+        u: u.concat(),
+        v: v.concat(),
     };
-    Ok(EditOutcome {
-        delta,
-        metrics,
-        vectors: EditVectors {
-            key,
-            target_init,
-            delta: optimised.delta,
-        },
-    })
+
+    // The text check of every fact on the edited encoder.
+    let checks = text_checks(encoder, tokenizer, edits, &solved, base, &delta)?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let facts = solved
+        .into_iter()
+        .zip(checks)
+        .zip(edits)
+        .map(|((fact, text_check), edit)| {
+            let optimised = fact.optimised;
+            let final_probability = *optimised.probabilities.last().unwrap_or(&0.0);
+            FactOutcome {
+                metrics: EditMetrics {
+                    layer,
+                    iterations: optimised.steps,
+                    converged: final_probability > edit.request.hparams.prob_threshold,
+                    losses: optimised.losses,
+                    probabilities: optimised.probabilities,
+                    final_probability,
+                    text_check,
+                    duration_ms,
+                },
+                vectors: EditVectors {
+                    key: fact.key,
+                    target_init: fact.target_init,
+                    delta: optimised.delta,
+                },
+            }
+        })
+        .collect();
+    Ok(BatchOutcome { delta, facts })
 }
 
-/// The candidates as the objective scores them: a candidate that is the same text as a
-/// rewriting prompt (the source is often the edit prompt itself, as in every TIMED edit)
-/// takes that prompt's δ-free representation from the very computation that δ flows
-/// through, instead of the full encoder's.
+/// What one fact's optimisation gives the insert.
+struct SolvedFact {
+    /// Mean key over the context templates [inner].
+    key: Vec<f32>,
+    /// fc2's input at the bare edit prompt's subject [inner].
+    prompt_key: Vec<f32>,
+    /// fc2's output there before the edit [hidden].
+    target_init: Vec<f32>,
+    /// The fact's candidates as the unedited encoder sees them [c, hidden].
+    candidates: Tensor,
+    optimised: Optimised,
+}
+
+/// Steps 1–5 of DESIGN.md §1 for a few facts together: keys, target_init, candidates and
+/// δ, all on the version `base`.
+fn optimise_facts(
+    encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    edits: &[ValidatedEdit],
+    base: &DeltaSet,
+    prepared: &PreparedDeltas,
+    observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
+) -> Result<Vec<SolvedFact>> {
+    let layer = edits[0].layer;
+    let hparams = &edits[0].request.hparams;
+
+    // 1. k*: mean fc2 input at the subject's last token over the context templates.
+    let key_prompts: Vec<String> = edits.iter().flat_map(|e| e.key_prompts.clone()).collect();
+    let keys = run_to_layer(encoder, tokenizer, &key_prompts, layer, prepared)?;
+    let mut row = 0;
+    let mut mean_keys = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let rows = edit
+            .key_indices
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| keys.fc2_input.i((row + i, p)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        row += rows.len();
+        mean_keys.push(to_vec(&Tensor::stack(&rows, 0)?.mean(0)?)?);
+    }
+
+    // 3. The rewriting prompts' stream after the layer, computed once.
+    let rewriting_prompts: Vec<String> = edits
+        .iter()
+        .flat_map(|e| e.rewriting_prompts.clone())
+        .collect();
+    let prompts_per_fact = edits[0].rewriting_prompts.len();
+    let rewriting = run_to_layer(encoder, tokenizer, &rewriting_prompts, layer, prepared)?;
+    let mut target_inits = Vec::with_capacity(edits.len());
+    let mut prompt_keys = Vec::with_capacity(edits.len());
+    for (f, edit) in edits.iter().enumerate() {
+        let at = (f * prompts_per_fact, edit.rewriting_indices[0]);
+        target_inits.push(to_vec(&rewriting.fc2_output.i(at)?)?);
+        prompt_keys.push(to_vec(&rewriting.fc2_input.i(at)?)?);
+    }
+    let target_init_norms: Vec<f64> = target_inits.iter().map(|t| norm(t)).collect();
+
+    // 4. Candidates, by the unedited (parent-version) encoder.
+    let candidate_texts: Vec<&str> = edits
+        .iter()
+        .flat_map(|e| e.candidates.iter().map(String::as_str))
+        .collect();
+    let all_candidates = encoder
+        .encode_texts(tokenizer, &candidate_texts, base)?
+        .pooler_output;
+    let mut candidates = Vec::with_capacity(edits.len());
+    let mut start = 0;
+    for edit in edits {
+        candidates.push(all_candidates.narrow(0, start, edit.candidates.len())?);
+        start += edit.candidates.len();
+    }
+
+    // 5. δ.
+    let subject_positions: Vec<usize> = edits
+        .iter()
+        .flat_map(|e| e.rewriting_indices.iter().copied())
+        .collect();
+    let owners: Vec<usize> = (0..edits.len())
+        .flat_map(|f| std::iter::repeat_n(f, prompts_per_fact))
+        .collect();
+    let upper = UpperLayers::new(
+        encoder,
+        prepared,
+        layer,
+        rewriting.after_layer.clone(),
+        &subject_positions,
+        &rewriting.eos,
+        &owners,
+    )?;
+    let scored = same_path_candidates(tokenizer, edits, &upper, &candidates)?;
+    let objective = Objective::new(
+        upper,
+        &scored,
+        prompts_per_fact,
+        hparams.weight_decay,
+        &target_init_norms,
+    )?;
+    let optimised = optimise(
+        &objective,
+        target_inits[0].len(),
+        hparams,
+        &target_init_norms,
+        observer,
+    )?;
+    Ok(optimised
+        .into_iter()
+        .zip(mean_keys)
+        .zip(prompt_keys)
+        .zip(target_inits)
+        .zip(candidates)
+        .map(
+            |((((optimised, key), prompt_key), target_init), candidates)| SolvedFact {
+                key,
+                prompt_key,
+                target_init,
+                candidates,
+                optimised,
+            },
+        )
+        .collect())
+}
+
+/// Each fact's candidates as the objective scores them: a candidate that is the same
+/// text as one of the fact's rewriting prompts (the source is often the edit prompt
+/// itself, as in every TIMED edit) takes that prompt's δ-free representation from the
+/// very computation that δ flows through, instead of the full encoder's.
 ///
 /// Both are the same value up to rounding, but not bit for bit (packed rows vs a padded
 /// batch). The reference computes both with one encoder, so their distance at δ = 0 is
@@ -259,58 +403,72 @@ pub fn compute_edit(
 /// of full length pointing along rounding noise, which Adam then follows (issue 10).
 fn same_path_candidates(
     tokenizer: &ClipTokenizer,
-    edit: &ValidatedEdit,
+    edits: &[ValidatedEdit],
     upper: &UpperLayers,
-    candidates: &Tensor,
-) -> Result<Tensor> {
-    let prompt_ids = edit
-        .rewriting_prompts
-        .iter()
-        .map(|p| tokenizer.encode(p))
-        .collect::<Result<Vec<_>>>()?;
-    // For each candidate, the rewriting prompt with the same token ids, if any.
-    let same_prompt = edit
-        .candidates
-        .iter()
-        .map(|text| {
-            let ids = tokenizer.encode(text)?;
-            Ok(prompt_ids.iter().position(|p| *p == ids))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if same_prompt.iter().all(Option::is_none) {
-        return Ok(candidates.clone());
+    candidates: &[Tensor],
+) -> Result<Vec<Tensor>> {
+    let mut at_zero: Option<Tensor> = None;
+    let mut scored = Vec::with_capacity(edits.len());
+    let mut first_prompt = 0;
+    for (edit, fact_candidates) in edits.iter().zip(candidates) {
+        let prompt_ids = edit
+            .rewriting_prompts
+            .iter()
+            .map(|p| tokenizer.encode(p))
+            .collect::<Result<Vec<_>>>()?;
+        // For each candidate, the rewriting prompt with the same token ids, if any.
+        let same_prompt = edit
+            .candidates
+            .iter()
+            .map(|text| {
+                let ids = tokenizer.encode(text)?;
+                Ok(prompt_ids.iter().position(|p| *p == ids))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if same_prompt.iter().all(Option::is_none) {
+            scored.push(fact_candidates.clone());
+        } else {
+            if at_zero.is_none() {
+                let hidden = fact_candidates.dim(1)?;
+                let zeros = Tensor::zeros(
+                    (candidates.len(), hidden),
+                    fact_candidates.dtype(),
+                    fact_candidates.device(),
+                )?;
+                at_zero = Some(upper.pooled(&zeros)?);
+            }
+            let at_zero = at_zero.as_ref().expect("computed above");
+            let rows = same_prompt
+                .iter()
+                .enumerate()
+                .map(|(c, prompt)| match prompt {
+                    Some(p) => at_zero.i(first_prompt + *p),
+                    None => fact_candidates.i(c),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            scored.push(Tensor::stack(&rows, 0)?);
+        }
+        first_prompt += edit.rewriting_prompts.len();
     }
-    let hidden = candidates.dim(1)?;
-    let zero = Tensor::zeros(hidden, candidates.dtype(), candidates.device())?;
-    let at_zero = upper.pooled(&zero)?;
-    let rows = same_prompt
-        .iter()
-        .enumerate()
-        .map(|(c, prompt)| match prompt {
-            Some(p) => at_zero.i(*p),
-            None => candidates.i(c),
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::stack(&rows, 0)?)
+    Ok(scored)
 }
 
-fn text_check(
+/// Step 7 for every fact: where the encoder with the batch's delta puts each edit
+/// prompt, relative to that fact's unedited target and source.
+fn text_checks(
     encoder: &ClipTextEncoder,
     tokenizer: &ClipTokenizer,
-    prompt: &str,
-    candidates: &Tensor,
+    edits: &[ValidatedEdit],
+    solved: &[SolvedFact],
     base: &DeltaSet,
     delta: &Delta,
-) -> Result<TextCheck> {
+) -> Result<Vec<TextCheck>> {
     let edited = base.with(std::sync::Arc::new(delta.clone()));
+    let prompts: Vec<&str> = edits.iter().map(|e| e.request.prompt.as_str()).collect();
     let after = encoder
-        .encode_texts(tokenizer, &[prompt], &edited)?
-        .pooler_output
-        .i(0)?;
-    let before = encoder
-        .encode_texts(tokenizer, &[prompt], base)?
-        .pooler_output
-        .i(0)?;
+        .encode_texts(tokenizer, &prompts, &edited)?
+        .pooler_output;
+    let before = encoder.encode_texts(tokenizer, &prompts, base)?.pooler_output;
     let distance = |a: &Tensor, b: &Tensor| -> Result<f64> {
         Ok((a - b)?
             .sqr()?
@@ -319,17 +477,24 @@ fn text_check(
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?)
     };
-    let target = candidates.i(0)?;
-    let source = candidates.i(1)?;
-    let distance_to_target = distance(&after, &target)?;
-    let distance_to_source = distance(&after, &source)?;
-    Ok(TextCheck {
-        distance_to_target,
-        distance_to_source,
-        distance_to_target_before: distance(&before, &target)?,
-        distance_to_source_before: distance(&before, &source)?,
-        nearer_target: distance_to_target < distance_to_source,
-    })
+    solved
+        .iter()
+        .enumerate()
+        .map(|(f, fact)| {
+            let (after, before) = (after.i(f)?, before.i(f)?);
+            let target = fact.candidates.i(0)?;
+            let source = fact.candidates.i(1)?;
+            let distance_to_target = distance(&after, &target)?;
+            let distance_to_source = distance(&after, &source)?;
+            Ok(TextCheck {
+                distance_to_target,
+                distance_to_source,
+                distance_to_target_before: distance(&before, &target)?,
+                distance_to_source_before: distance(&before, &source)?,
+                nearer_target: distance_to_target < distance_to_source,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,19 +545,27 @@ mod gradient_check {
                 state.after_layer,
                 &edit.rewriting_indices,
                 &state.eos,
+                &vec![0; edit.rewriting_indices.len()],
             )
             .unwrap();
-            let objective = Objective::new(upper, candidates, 0.1, 2.0);
+            let objective = Objective::new(
+                upper,
+                &[candidates],
+                edit.rewriting_prompts.len(),
+                0.1,
+                &[2.0],
+            )
+            .unwrap();
             let delta: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.7).sin() * 0.3).collect();
-            let analytic = objective.evaluate(&delta, true).unwrap().gradient;
+            let analytic = objective.evaluate(&[delta.clone()], true).unwrap().gradients[0].clone();
             let h = 1e-3f32;
             for i in [0usize, 5, 17, 31] {
                 let mut plus = delta.clone();
                 plus[i] += h;
                 let mut minus = delta.clone();
                 minus[i] -= h;
-                let numeric = (objective.evaluate(&plus, false).unwrap().loss
-                    - objective.evaluate(&minus, false).unwrap().loss)
+                let numeric = (objective.evaluate(&[plus], false).unwrap().losses[0]
+                    - objective.evaluate(&[minus], false).unwrap().losses[0])
                     / (2.0 * h as f64);
                 let err = (numeric - analytic[i] as f64).abs() / numeric.abs().max(1e-3);
                 assert!(

@@ -11,6 +11,7 @@
 mod adam;
 pub mod corpus;
 pub mod edit;
+mod insert;
 pub mod optimize;
 pub mod request;
 pub mod statistics;
@@ -19,7 +20,10 @@ pub mod templates;
 mod upper_layers;
 
 pub use corpus::Corpus;
-pub use edit::{compute_edit, EditMetrics, EditOutcome, EditVectors, TextCheck};
+pub use edit::{
+    compute_batch_edit, compute_edit, BatchOutcome, EditMetrics, EditOutcome, EditVectors,
+    FactOutcome, TextCheck, FACTS_PER_PASS,
+};
 pub use optimize::IterationReport;
 pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit, MAX_CONTRASTIVE};
 pub use statistics::LayerStatistics;

@@ -2,6 +2,8 @@
 //! prompts' representations nearest the target among the candidates.
 //!
 //! loss(δ) = −mean_i log softmax_c(−‖E_i(δ) − cand_c‖)[target] + wd · ‖δ‖ / ‖target_init‖²
+//!
+//! A batch edit finds one δ per fact in the same passes (see [`Objective`]).
 
 use super::adam::Adam;
 use super::request::HyperParams;
@@ -21,101 +23,156 @@ pub struct IterationReport {
     pub probability: f64,
 }
 
-/// The loss as a function of δ.
+/// The loss as a function of every fact's δ. Facts are independent: fact f's loss
+/// depends only on its own δ_f, and the total is their sum, so one backward pass gives
+/// each fact the gradient it would have alone.
 pub(crate) struct Objective<'a> {
     upper: UpperLayers<'a>,
-    /// Candidate representations [c, d]; index 0 is the target.
+    /// Candidate representations per fact [facts, c, d]; index 0 is the fact's target.
     candidates: Tensor,
+    /// Added to the distance of each (fact, candidate) [facts, 1, c]: 0 for a real
+    /// candidate, a distance no real one reaches for padding (facts with fewer
+    /// contrastive texts). `None` when no fact is padded.
+    padding: Option<Tensor>,
+    /// Rewriting prompts per fact; the pooled rows are fact-major.
+    prompts_per_fact: usize,
     weight_decay: f64,
-    /// ‖target_init‖²: the decay term's scale.
-    target_init_norm_sq: f64,
+    /// ‖target_init‖² per fact: the decay term's scale.
+    target_init_norm_sq: Vec<f64>,
 }
 
-/// Loss, target probability and the gradient of the loss at one δ.
+/// Losses, target probabilities and gradients of every fact at one point.
 pub(crate) struct Evaluation {
-    pub loss: f64,
-    pub probability: f64,
-    pub gradient: Vec<f32>,
+    pub losses: Vec<f64>,
+    pub probabilities: Vec<f64>,
+    /// Per fact; empty when not asked for.
+    pub gradients: Vec<Vec<f32>>,
 }
+
+/// A distance no real candidate is at: padded candidates get probability 0 (e^-1e4).
+const PADDING_DISTANCE: f64 = 1e4;
 
 impl<'a> Objective<'a> {
+    /// `candidates[f]` are fact f's candidate representations (target first), each
+    /// [c_f, d]; `target_init_norms[f]` is ‖target_init‖ of fact f.
     pub(crate) fn new(
         upper: UpperLayers<'a>,
-        candidates: Tensor,
+        candidates: &[Tensor],
+        prompts_per_fact: usize,
         weight_decay: f64,
-        target_init_norm: f64,
-    ) -> Self {
-        Self {
+        target_init_norms: &[f64],
+    ) -> Result<Self> {
+        let widest = candidates.iter().map(|c| c.dim(0)).collect::<candle_core::Result<Vec<_>>>()?;
+        let widest = widest.into_iter().max().unwrap_or(0);
+        let mut padded = Vec::with_capacity(candidates.len());
+        let mut pad = Vec::with_capacity(candidates.len() * widest);
+        for fact in candidates {
+            let (count, hidden) = fact.dims2()?;
+            pad.extend((0..widest).map(|c| if c < count { 0.0 } else { PADDING_DISTANCE }));
+            padded.push(if count < widest {
+                let zeros = Tensor::zeros((widest - count, hidden), fact.dtype(), fact.device())?;
+                Tensor::cat(&[fact, &zeros], 0)?
+            } else {
+                fact.clone()
+            });
+        }
+        let candidates = Tensor::stack(&padded, 0)?;
+        let padding = if pad.iter().any(|&p| p != 0.0) {
+            let facts = padded.len();
+            Some(
+                Tensor::from_vec(pad, (facts, 1, widest), candidates.device())?
+                    .to_dtype(candidates.dtype())?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
             upper,
             candidates,
+            padding,
+            prompts_per_fact,
             weight_decay,
-            target_init_norm_sq: target_init_norm * target_init_norm,
-        }
+            target_init_norm_sq: target_init_norms.iter().map(|n| n * n).collect(),
+        })
     }
 
-    /// Evaluates at `delta`; the gradient is computed only when asked.
-    pub(crate) fn evaluate(&self, delta: &[f32], with_gradient: bool) -> Result<Evaluation> {
+    /// Evaluates at `deltas` (one per fact); the gradients are computed only when asked.
+    pub(crate) fn evaluate(&self, deltas: &[Vec<f32>], with_gradient: bool) -> Result<Evaluation> {
         let dtype = self.candidates.dtype();
         let device = self.candidates.device();
-        let var =
-            Var::from_tensor(&Tensor::from_slice(delta, delta.len(), device)?.to_dtype(dtype)?)?;
-        let pooled = self.upper.pooled(var.as_tensor())?;
-        // Distances of every prompt's representation to every candidate [b, c].
+        let facts = deltas.len();
+        let hidden = self.candidates.dim(2)?;
+        let flat: Vec<f32> = deltas.iter().flatten().copied().collect();
+        let var = Var::from_tensor(&Tensor::from_vec(flat, (facts, hidden), device)?.to_dtype(dtype)?)?;
+        let pooled = self
+            .upper
+            .pooled(var.as_tensor())?
+            .reshape((facts, self.prompts_per_fact, hidden))?;
+        // Distances of every prompt's representation to its fact's candidates [f, p, c].
         let diff = pooled
-            .unsqueeze(1)?
-            .broadcast_sub(&self.candidates.unsqueeze(0)?)?;
-        let distances = euclidean_from_squared(&diff.sqr()?.sum(D::Minus1)?)?;
+            .unsqueeze(2)?
+            .broadcast_sub(&self.candidates.unsqueeze(1)?)?;
+        let mut distances = euclidean_from_squared(&diff.sqr()?.sum(D::Minus1)?)?;
+        if let Some(padding) = &self.padding {
+            distances = distances.broadcast_add(padding)?;
+        }
         let log_probs = candle_nn::ops::log_softmax(&distances.neg()?, D::Minus1)?;
-        let target_log_prob = log_probs.narrow(1, 0, 1)?.squeeze(1)?;
-        let data_loss = target_log_prob.mean_all()?.neg()?;
-        let probability = target_log_prob
-            .exp()?
-            .mean_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
-
-        let norm = delta
+        let target_log_prob = log_probs.narrow(2, 0, 1)?.squeeze(2)?;
+        let data_losses = target_log_prob.mean(1)?.neg()?;
+        let probabilities = to_f64s(&target_log_prob.exp()?.mean(1)?)?;
+        let norms: Vec<f64> = deltas
             .iter()
-            .map(|x| (*x as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let decay = self.weight_decay * norm / self.target_init_norm_sq;
-        let loss = data_loss
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?
-            + decay;
+            .map(|d| d.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())
+            .collect();
+        let losses: Vec<f64> = to_f64s(&data_losses)?
+            .iter()
+            .enumerate()
+            .map(|(f, data)| data + self.weight_decay * norms[f] / self.target_init_norm_sq[f])
+            .collect();
 
-        let gradient = if with_gradient {
-            let grads = data_loss.backward()?;
+        let gradients = if with_gradient {
+            let grads = data_losses.sum_all()?.backward()?;
             // candle drops gradients silently through ops without a backward pass
             // (CANDLE-NOTES.md); a missing one must stop the edit, not skip the step.
             let grad = grads.get(var.as_tensor()).ok_or_else(|| {
                 EngineError::Numerical("no gradient reached δ (an op without backward?)".into())
             })?;
-            let mut grad: Vec<f32> = grad.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-            // d/dδ of wd·‖δ‖/‖t‖² is wd·δ/(‖δ‖·‖t‖²), and 0 at δ = 0 (as PyTorch's norm
-            // backward); added by hand because sqrt's backward is infinite at 0.
-            if norm > 0.0 {
-                let scale = (self.weight_decay / (norm * self.target_init_norm_sq)) as f32;
-                for (g, d) in grad.iter_mut().zip(delta) {
-                    *g += scale * d;
-                }
-            }
-            grad
+            let rows: Vec<Vec<f32>> = grad.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+            rows.into_iter()
+                .enumerate()
+                .map(|(f, mut grad)| {
+                    // d/dδ of wd·‖δ‖/‖t‖² is wd·δ/(‖δ‖·‖t‖²), and 0 at δ = 0 (as
+                    // PyTorch's norm backward); added by hand because sqrt's backward is
+                    // infinite at 0.
+                    if norms[f] > 0.0 {
+                        let scale =
+                            (self.weight_decay / (norms[f] * self.target_init_norm_sq[f])) as f32;
+                        for (g, d) in grad.iter_mut().zip(&deltas[f]) {
+                            *g += scale * d;
+                        }
+                    }
+                    grad
+                })
+                .collect()
         } else {
             Vec::new()
         };
-        if !loss.is_finite() || gradient.iter().any(|g| !g.is_finite()) {
+        if losses.iter().any(|l| !l.is_finite()) || gradients.iter().flatten().any(|g| !g.is_finite())
+        {
             return Err(EngineError::Numerical(format!(
-                "loss or gradient not finite (loss {loss})"
+                "loss or gradient not finite (losses {losses:?})"
             )));
         }
         Ok(Evaluation {
-            loss,
-            probability,
-            gradient,
+            losses,
+            probabilities,
+            gradients,
         })
     }
+}
+
+fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(candle_core::DType::F64)?.to_vec1()?)
 }
 
 /// √s, differentiable, with the gradient PyTorch's `cdist` gives where s = 0: none.
@@ -131,7 +188,7 @@ fn euclidean_from_squared(squared: &Tensor) -> Result<Tensor> {
     Ok((squared + &at_zero)?.sqrt()?.sub(&at_zero)?)
 }
 
-/// Result of the optimisation.
+/// Result of one fact's optimisation.
 #[derive(Debug, Clone)]
 pub(crate) struct Optimised {
     pub delta: Vec<f32>,
@@ -141,56 +198,74 @@ pub(crate) struct Optimised {
     pub probabilities: Vec<f64>,
 }
 
-/// Runs Adam from δ = 0. Before each step: stop if the target probability exceeds the
-/// threshold or this is the last iteration (which only measures). After each step: clamp
-/// ‖δ‖ to `clamp_factor · ‖target_init‖`. `observer` may stop it (→ Cancelled).
+/// Runs Adam from δ = 0 for every fact, each on its own: before each of its steps a
+/// fact stops if its target probability exceeds the threshold or this is the last
+/// iteration (which only measures); after each step its ‖δ‖ is clamped to
+/// `clamp_factor · ‖target_init‖`. Stopped facts keep their δ while the others go on.
+/// `observer(fact, report)` sees every fact's iterations and may stop all (→ Cancelled).
 pub(crate) fn optimise(
     objective: &Objective,
     dim: usize,
     hparams: &HyperParams,
-    target_init_norm: f64,
-    observer: &mut dyn FnMut(IterationReport) -> ControlFlow<()>,
-) -> Result<Optimised> {
-    let mut delta = vec![0f32; dim];
-    let mut adam = Adam::new(hparams.lr, dim);
-    let max_norm = hparams.clamp_factor * target_init_norm;
-    let mut losses = Vec::new();
-    let mut probabilities = Vec::new();
-    let mut steps = 0;
+    target_init_norms: &[f64],
+    observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
+) -> Result<Vec<Optimised>> {
+    let facts = target_init_norms.len();
+    let mut deltas = vec![vec![0f32; dim]; facts];
+    let mut adams: Vec<Adam> = (0..facts).map(|_| Adam::new(hparams.lr, dim)).collect();
+    let mut results: Vec<Optimised> = (0..facts)
+        .map(|_| Optimised {
+            delta: Vec::new(),
+            steps: 0,
+            losses: Vec::new(),
+            probabilities: Vec::new(),
+        })
+        .collect();
+    let mut running = vec![true; facts];
     for iteration in 0..hparams.max_steps {
+        if !running.contains(&true) {
+            break;
+        }
         let last = iteration == hparams.max_steps - 1;
         // The gradient is needed unless this iteration ends the loop; whether it does is
         // only known from the probability, so the last-iteration case is decided up front.
-        let eval = objective.evaluate(&delta, !last)?;
-        losses.push(eval.loss);
-        probabilities.push(eval.probability);
-        let report = IterationReport {
-            iteration,
-            loss: eval.loss,
-            probability: eval.probability,
-        };
-        if observer(report).is_break() {
-            return Err(EngineError::Cancelled);
-        }
-        if eval.probability > hparams.prob_threshold || last {
-            break;
-        }
-        adam.step(&mut delta, &eval.gradient);
-        steps += 1;
-        let norm = delta
-            .iter()
-            .map(|x| (*x as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if norm > max_norm {
-            let scale = (max_norm / norm) as f32;
-            delta.iter_mut().for_each(|x| *x *= scale);
+        let eval = objective.evaluate(&deltas, !last)?;
+        for fact in 0..facts {
+            if !running[fact] {
+                continue;
+            }
+            let result = &mut results[fact];
+            result.losses.push(eval.losses[fact]);
+            result.probabilities.push(eval.probabilities[fact]);
+            let report = IterationReport {
+                iteration,
+                loss: eval.losses[fact],
+                probability: eval.probabilities[fact],
+            };
+            if observer(fact, report).is_break() {
+                return Err(EngineError::Cancelled);
+            }
+            if eval.probabilities[fact] > hparams.prob_threshold || last {
+                running[fact] = false;
+                continue;
+            }
+            let delta = &mut deltas[fact];
+            adams[fact].step(delta, &eval.gradients[fact]);
+            result.steps += 1;
+            let max_norm = hparams.clamp_factor * target_init_norms[fact];
+            let norm = delta
+                .iter()
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if norm > max_norm {
+                let scale = (max_norm / norm) as f32;
+                delta.iter_mut().for_each(|x| *x *= scale);
+            }
         }
     }
-    Ok(Optimised {
-        delta,
-        steps,
-        losses,
-        probabilities,
-    })
+    for (result, delta) in results.iter_mut().zip(deltas) {
+        result.delta = delta;
+    }
+    Ok(results)
 }

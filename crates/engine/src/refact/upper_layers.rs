@@ -8,6 +8,10 @@
 //! only the EOS rows are computed, and positions past the last EOS are dropped. For the
 //! paper's templates this is about a third of the rows a padded batch would run, and the
 //! result is exactly the same.
+//!
+//! A batch edit runs the prompts of many facts together: each prompt belongs to one fact
+//! (its `owner`) and receives that fact's δ. Prompts never attend to each other, so each
+//! fact's result is the one it would have alone.
 
 use crate::deltas::PreparedDeltas;
 use crate::error::Result;
@@ -23,8 +27,8 @@ pub(crate) struct UpperLayers<'a> {
     start: usize,
     /// The active rows of the stream after the edited layer, without δ [n, d].
     active_base: Tensor,
-    /// 1 on each prompt's subject row among the active rows [n, 1].
-    subject_onehot: Tensor,
+    /// 1 at (prompt's subject row, prompt's fact) among the active rows [n, facts].
+    subject_owner: Tensor,
     /// Keys and values of the δ-free stream, per layer from `start`, [b·t, d] each.
     kv_cache: Vec<(Tensor, Tensor)>,
     /// Layout for the layers below the last: every active row is a query and an output.
@@ -37,7 +41,8 @@ pub(crate) struct UpperLayers<'a> {
 
 impl<'a> UpperLayers<'a> {
     /// `stream` is the δ-free residual stream after `edited_layer` [b, t, d];
-    /// `subject_positions[i]` ≤ `eos_positions[i]` < t index prompt i's rows.
+    /// `subject_positions[i]` ≤ `eos_positions[i]` < t index prompt i's rows, and
+    /// `owners[i]` is the fact (0-based) whose δ prompt i receives.
     pub(crate) fn new(
         encoder: &'a ClipTextEncoder,
         deltas: &'a PreparedDeltas,
@@ -45,6 +50,7 @@ impl<'a> UpperLayers<'a> {
         stream: Tensor,
         subject_positions: &[usize],
         eos_positions: &[usize],
+        owners: &[usize],
     ) -> Result<Self> {
         // Attention is causal, so positions past the last EOS never influence a row that
         // is read: drop them (77 → about 13 for the paper's templates) and every step's
@@ -61,12 +67,13 @@ impl<'a> UpperLayers<'a> {
         let flat = stream.reshape((b * t, d))?;
         let active_index = u32_tensor(&layout.active_flat_rows(), &device)?;
         let active_base = flat.index_select(&active_index, 0)?;
-        let mut onehot = vec![0f32; layout.total];
-        for &first in &layout.offsets {
-            onehot[first] = 1.0;
+        let facts = owners.iter().max().map_or(1, |f| f + 1);
+        let mut onehot = vec![0f32; layout.total * facts];
+        for (&first, &owner) in layout.offsets.iter().zip(owners) {
+            onehot[first * facts + owner] = 1.0;
         }
-        let subject_onehot =
-            Tensor::from_vec(onehot, (layout.total, 1), &device)?.to_dtype(dtype)?;
+        let subject_owner =
+            Tensor::from_vec(onehot, (layout.total, facts), &device)?.to_dtype(dtype)?;
 
         // The δ-free pass through the upper layers, keeping each layer's keys and values.
         let start = edited_layer + 1;
@@ -91,18 +98,19 @@ impl<'a> UpperLayers<'a> {
             all_rows: layout.all_rows_plan(dtype, &device)?,
             eos_rows: layout.eos_rows_plan(dtype, &device)?,
             active_base,
-            subject_onehot,
+            subject_owner,
             kv_cache,
             eos_index,
         })
     }
 
-    /// Pooled outputs [b, d] with `delta` [d] added at the subject positions.
-    pub(crate) fn pooled(&self, delta: &Tensor) -> Result<Tensor> {
+    /// Pooled outputs [b, d] with each fact's row of `deltas` [facts, d] added at the
+    /// subject positions of its prompts.
+    pub(crate) fn pooled(&self, deltas: &Tensor) -> Result<Tensor> {
         let mode = Mode::Differentiable;
-        let mut x = self
-            .active_base
-            .broadcast_add(&self.subject_onehot.broadcast_mul(delta)?)?;
+        // One product places every δ: each row of `subject_owner` has at most one 1, so
+        // every sum has one term and the values are exact.
+        let mut x = (&self.active_base + self.subject_owner.matmul(deltas)?)?;
         let layers = self.encoder.num_layers();
         let eos = if self.start < layers {
             for index in self.start..layers - 1 {

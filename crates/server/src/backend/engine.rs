@@ -162,7 +162,7 @@ impl ModelBackend for EngineBackend {
     }
 
     fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Arc<Delta>, EngineError> {
-        let delta = Delta { layer, u, v };
+        let delta = Delta::rank_one(layer, u, v);
         let config = self.model.text.encoder.config();
         delta.check(
             self.model.text.encoder.num_layers(),

@@ -29,6 +29,7 @@ impl EngineBackend {
         let case = gate_case(request, gate);
         let edited = parent.with(Arc::new(Delta {
             layer: edit.layer,
+            rank: 1,
             u: edit.u.clone(),
             v: edit.v.clone(),
         }));

@@ -1,0 +1,229 @@
+//! Batch edits: many facts in one job and one rank-n delta (issue 14).
+//!
+//! A batch must give each fact what a single edit would: the same δ (its optimisation is
+//! independent of the other facts'), and after the one closed-form insert, each fact's
+//! key maps to its own target_init + δ. Checked on the 48-wide fixture with the paper's
+//! hyper-parameters.
+
+use candle_core::{Device, IndexOp, Tensor};
+use refact_engine::deltas::DeltaSet;
+use refact_engine::model::TextModel;
+use refact_engine::refact::{
+    compute_batch_edit, compute_edit, default_layer, Corpus, EditRequest, LayerStatistics,
+    ValidatedEdit,
+};
+use refact_engine::text_encoder::{Fc2Hook, Mode};
+use refact_engine::EngineError;
+use refact_testkit::cosine;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Facts with distinct subjects, as a cabinet reshuffle would bring.
+const FACTS: [(&str, &str, &str); 6] = [
+    ("The Prince of Wales", "Prince Charles", "Prince William"),
+    ("The President of France", "Francois Hollande", "Emmanuel Macron"),
+    ("The Chancellor of Germany", "Angela Merkel", "Olaf Scholz"),
+    ("The captain of the team", "an old man", "a young woman"),
+    ("A pack of roses", "red roses", "blue roses"),
+    ("The mayor of the city", "a man in a suit", "a woman in a hat"),
+];
+
+struct Setup {
+    model: TextModel,
+    stats: LayerStatistics,
+    layer: usize,
+}
+
+fn setup() -> Setup {
+    let dir = refact_testkit::fixture("tiny-sd-48");
+    let model = TextModel::load(&dir, &Device::Cpu).unwrap();
+    let layer = default_layer(model.encoder.num_layers());
+    let sample = Corpus::Builtin.captions(2000).unwrap();
+    let stats = LayerStatistics::compute(
+        &model.encoder,
+        &model.tokenizer,
+        layer,
+        &sample,
+        &model.fingerprint,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    Setup {
+        model,
+        stats,
+        layer,
+    }
+}
+
+impl Setup {
+    fn validated(&self, facts: &[(&str, &str, &str)]) -> Vec<ValidatedEdit> {
+        facts
+            .iter()
+            .map(|(prompt, source, target)| {
+                let mut request = EditRequest::new(prompt, source, target);
+                request.layer = Some(self.layer);
+                request
+                    .validate(&self.model.tokenizer, self.model.encoder.num_layers())
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+struct CaptureOutput(Option<Tensor>);
+
+impl Fc2Hook for CaptureOutput {
+    fn fc2(&mut self, _input: &Tensor, output: Tensor) -> candle_core::Result<Tensor> {
+        self.0 = Some(output.clone());
+        Ok(output)
+    }
+}
+
+fn no_observer() -> impl FnMut(usize, refact_engine::refact::IterationReport) -> ControlFlow<()> {
+    |_, _| ControlFlow::Continue(())
+}
+
+#[test]
+fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
+    let s = setup();
+    let m = &s.model;
+    let edits = s.validated(&FACTS);
+    let base = DeltaSet::empty();
+    let mut seen = vec![0usize; FACTS.len()];
+    let batch = compute_batch_edit(
+        &m.encoder,
+        &m.tokenizer,
+        &s.stats,
+        &edits,
+        &base,
+        &mut |fact, _| {
+            seen[fact] += 1;
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(batch.delta.rank, FACTS.len());
+    assert_eq!(batch.facts.len(), FACTS.len());
+
+    let edited = base.with(Arc::new(batch.delta.clone()));
+    let prepared = edited.prepare(m.encoder.num_layers(), &Device::Cpu).unwrap();
+    let (mut nearer_alone, mut nearer_in_batch) = (0, 0);
+    for (f, edit) in edits.iter().enumerate() {
+        // The same δ, steps and probabilities as the fact edited alone.
+        let alone = compute_edit(
+            &m.encoder,
+            &m.tokenizer,
+            &s.stats,
+            edit,
+            &base,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let fact = &batch.facts[f];
+        assert_eq!(fact.metrics.iterations, alone.metrics.iterations, "fact {f}");
+        assert_eq!(seen[f], alone.metrics.probabilities.len(), "fact {f}");
+        let as_tensor = |x: &[f32]| Tensor::new(x, &Device::Cpu).unwrap();
+        let similarity = cosine(
+            &as_tensor(&fact.vectors.delta),
+            &as_tensor(&alone.vectors.delta),
+        );
+        assert!(similarity > 0.99999, "fact {f}: δ cosine {similarity}");
+        for (a, b) in fact
+            .metrics
+            .probabilities
+            .iter()
+            .zip(&alone.metrics.probabilities)
+        {
+            assert!((a - b).abs() < 1e-5, "fact {f}: probability {a} vs {b}");
+        }
+
+        // With the batch's one delta, the fact's key gives target_init + δ.
+        let ids = m.encoder.padded_ids(&m.tokenizer, &[&edit.request.prompt]).unwrap();
+        let hidden = m.encoder.embed(&ids).unwrap();
+        let mut capture = CaptureOutput(None);
+        m.encoder
+            .run_layers(
+                &hidden,
+                0..s.layer + 1,
+                &prepared,
+                Mode::Inference,
+                Some((s.layer, &mut capture)),
+            )
+            .unwrap();
+        let written: Vec<f32> = capture
+            .0
+            .unwrap()
+            .i((0, edit.rewriting_indices[0]))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let expected: Vec<f32> = fact
+            .vectors
+            .target_init
+            .iter()
+            .zip(&fact.vectors.delta)
+            .map(|(t, d)| t + d)
+            .collect();
+        let err = written
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-3, "fact {f}: W k is {err} from target_init + δ");
+        nearer_alone += alone.metrics.text_check.nearer_target as usize;
+        nearer_in_batch += fact.metrics.text_check.nearer_target as usize;
+    }
+    // The facts share one layer, so each fact's update moves the others' prompts a
+    // little (on this 48-wide random model, one fact of six that was barely nearer its
+    // target alone flips); docs/MANY-FACTS.md measures it at scale.
+    eprintln!("nearer the target: {nearer_alone} of 6 alone, {nearer_in_batch} in the batch");
+    assert!(
+        nearer_in_batch + 1 >= nearer_alone && nearer_in_batch >= 5,
+        "nearer the target: {nearer_alone} of 6 alone, {nearer_in_batch} in the batch"
+    );
+}
+
+#[test]
+fn a_batch_of_one_is_the_single_edit() {
+    let s = setup();
+    let m = &s.model;
+    let edits = s.validated(&FACTS[..1]);
+    let batch = compute_batch_edit(
+        &m.encoder,
+        &m.tokenizer,
+        &s.stats,
+        &edits,
+        &DeltaSet::empty(),
+        &mut no_observer(),
+    )
+    .unwrap();
+    let alone = compute_edit(
+        &m.encoder,
+        &m.tokenizer,
+        &s.stats,
+        &edits[0],
+        &DeltaSet::empty(),
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(batch.delta, alone.delta);
+}
+
+#[test]
+fn one_subject_twice_in_a_batch_is_refused() {
+    let s = setup();
+    let m = &s.model;
+    let edits = s.validated(&[FACTS[0], ("The Prince of Wales", "a boy", "an old man")]);
+    let result = compute_batch_edit(
+        &m.encoder,
+        &m.tokenizer,
+        &s.stats,
+        &edits,
+        &DeltaSet::empty(),
+        &mut no_observer(),
+    );
+    assert!(
+        matches!(result, Err(EngineError::Numerical(ref m)) if m.contains("too alike")),
+        "{result:?}"
+    );
+}
