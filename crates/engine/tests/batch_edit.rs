@@ -21,11 +21,19 @@ use std::sync::Arc;
 /// Facts with distinct subjects, as a cabinet reshuffle would bring.
 const FACTS: [(&str, &str, &str); 6] = [
     ("The Prince of Wales", "Prince Charles", "Prince William"),
-    ("The President of France", "Francois Hollande", "Emmanuel Macron"),
+    (
+        "The President of France",
+        "Francois Hollande",
+        "Emmanuel Macron",
+    ),
     ("The Chancellor of Germany", "Angela Merkel", "Olaf Scholz"),
     ("The captain of the team", "an old man", "a young woman"),
     ("A pack of roses", "red roses", "blue roses"),
-    ("The mayor of the city", "a man in a suit", "a woman in a hat"),
+    (
+        "The mayor of the city",
+        "a man in a suit",
+        "a woman in a hat",
+    ),
 ];
 
 struct Setup {
@@ -106,21 +114,21 @@ fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
     assert_eq!(batch.facts.len(), FACTS.len());
 
     let edited = base.with(Arc::new(batch.delta.clone()));
-    let prepared = edited.prepare(m.encoder.num_layers(), &Device::Cpu).unwrap();
+    let prepared = edited
+        .prepare(m.encoder.num_layers(), &Device::Cpu)
+        .unwrap();
     let (mut nearer_alone, mut nearer_in_batch) = (0, 0);
     for (f, edit) in edits.iter().enumerate() {
         // The same δ, steps and probabilities as the fact edited alone.
-        let alone = compute_edit(
-            &m.encoder,
-            &m.tokenizer,
-            &s.stats,
-            edit,
-            &base,
-            &mut |_| ControlFlow::Continue(()),
-        )
+        let alone = compute_edit(&m.encoder, &m.tokenizer, &s.stats, edit, &base, &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap();
         let fact = &batch.facts[f];
-        assert_eq!(fact.metrics.iterations, alone.metrics.iterations, "fact {f}");
+        assert_eq!(
+            fact.metrics.iterations, alone.metrics.iterations,
+            "fact {f}"
+        );
         assert_eq!(seen[f], alone.metrics.probabilities.len(), "fact {f}");
         let as_tensor = |x: &[f32]| Tensor::new(x, &Device::Cpu).unwrap();
         let similarity = cosine(
@@ -138,7 +146,10 @@ fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
         }
 
         // With the batch's one delta, the fact's key gives target_init + δ.
-        let ids = m.encoder.padded_ids(&m.tokenizer, &[&edit.request.prompt]).unwrap();
+        let ids = m
+            .encoder
+            .padded_ids(&m.tokenizer, &[&edit.request.prompt])
+            .unwrap();
         let hidden = m.encoder.embed(&ids).unwrap();
         let mut capture = CaptureOutput(None);
         m.encoder

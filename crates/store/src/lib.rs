@@ -32,4 +32,4 @@ pub use page::{Page, MAX_PAGE_SIZE};
 pub use request_hash::request_hash;
 pub use store::Store;
 pub use tokens::{token_hash, Scope, TokenInfo, TOKEN_PREFIX};
-pub use versions::{CommitDelta, CommitOutcome, GateStatus, Version, VersionKind};
+pub use versions::{CommitDelta, CommitOutcome, GateStatus, StoredDelta, Version, VersionKind};

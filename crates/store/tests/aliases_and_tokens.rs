@@ -22,9 +22,11 @@ async fn versions(store: &Store, n: u32) -> anyhow::Result<()> {
             .expect("claim");
         let delta = CommitDelta {
             parent: i64::from(seed) - 1,
-            layer: 7,
-            u: common::delta_values(seed, 4),
-            v: common::delta_values(seed, 4),
+            deltas: vec![refact_store::StoredDelta::rank_one(
+                7,
+                common::delta_values(seed, 4),
+                common::delta_values(seed, 4),
+            )],
             model_fingerprint: FINGERPRINT.into(),
             metrics: json!({}),
             gate: None,

@@ -106,7 +106,13 @@ async fn both_schemas_have_the_same_tables_and_columns() -> anyhow::Result<()> {
     let postgres_schema = postgres_columns(postgres.url()).await?;
     assert_eq!(
         sqlite_schema.keys().collect::<Vec<_>>(),
-        ["aliases", "api_tokens", "edits", "versions"]
+        [
+            "aliases",
+            "api_tokens",
+            "edits",
+            "version_deltas",
+            "versions"
+        ]
     );
     assert_eq!(sqlite_schema, postgres_schema);
     Ok(())

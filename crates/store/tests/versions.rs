@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{delta_values, queue, FINGERPRINT};
 use refact_store::{
-    CommitDelta, CommitOutcome, EditStatus, GateStatus, Store, StoreError, VersionKind,
+    CommitDelta, CommitOutcome, EditStatus, GateStatus, Store, StoreError, StoredDelta, VersionKind,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -19,9 +19,11 @@ const LEASE: Duration = Duration::from_secs(60);
 fn delta(parent: i64, seed: u32) -> CommitDelta {
     CommitDelta {
         parent,
-        layer: 7,
-        u: delta_values(seed, 12),
-        v: delta_values(seed + 1000, 8),
+        deltas: vec![StoredDelta::rank_one(
+            7,
+            delta_values(seed, 12),
+            delta_values(seed + 1000, 8),
+        )],
         model_fingerprint: FINGERPRINT.to_owned(),
         metrics: json!({"steps": seed, "final_prob": 0.995}),
         gate: None,
@@ -47,7 +49,7 @@ backend_test!(ensure_base_creates_version_zero_once, |store, db| {
         (base.number, base.kind, base.parent),
         (0, VersionKind::Base, None)
     );
-    assert_eq!(base.u, None);
+    assert!(store.version_deltas(0, 0).await?.is_empty());
     assert_eq!(store.ensure_base(FINGERPRINT).await?, base);
     assert_eq!(store.head().await?, base);
     let other = store.ensure_base("sha256:another-model").await;
@@ -78,8 +80,11 @@ backend_test!(committing_an_edit_creates_the_next_version, |store, db| {
         (version.kind, version.edit_id, version.layer),
         (VersionKind::Apply, Some(id), Some(7))
     );
-    assert_eq!(version.u.as_deref(), Some(&delta_values(1, 12)[..]));
-    assert_eq!(version.v.as_deref(), Some(&delta_values(1001, 8)[..]));
+    assert_eq!(
+        store.version_deltas(1, 1).await?[&1],
+        delta(0, 1).deltas,
+        "the delta is read back as committed"
+    );
     assert_eq!(version.gate_status, Some(GateStatus::Passed));
     assert_eq!(version.gate_metrics, Some(json!({"efficacy": 1.0})));
     assert_eq!(store.get_version(1).await?, Some(version));
@@ -205,7 +210,8 @@ backend_test!(revert_follows_the_rules, |store, db| {
         (revert.kind, revert.reverts_version),
         (VersionKind::Revert, Some(1))
     );
-    assert_eq!((revert.u, revert.edit_id), (None, None));
+    assert_eq!(revert.edit_id, None);
+    assert!(!store.version_deltas(3, 3).await?.contains_key(&3));
     assert_eq!(revert.model_fingerprint, FINGERPRINT);
 
     let conflicts = [
@@ -287,8 +293,7 @@ backend_test!(
                 id,
                 "w",
                 CommitDelta {
-                    u: u.clone(),
-                    v: v.clone(),
+                    deltas: vec![StoredDelta::rank_one(7, u.clone(), v.clone())],
                     ..delta(0, 1)
                 },
             )
@@ -296,9 +301,9 @@ backend_test!(
         assert!(matches!(outcome, CommitOutcome::Committed(_)));
 
         let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let stored = store.get_version(1).await?.unwrap();
-        assert_eq!(bits(stored.u.as_deref().unwrap()), bits(&u));
-        assert_eq!(bits(stored.v.as_deref().unwrap()), bits(&v));
+        let stored = &store.version_deltas(1, 1).await?[&1][0];
+        assert_eq!(bits(&stored.u), bits(&u));
+        assert_eq!(bits(&stored.v), bits(&v));
 
         // The raw column holds exactly the little-endian bytes.
         let le = |x: &[f32]| x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
@@ -346,7 +351,15 @@ backend_test!(gates_listing_and_replay, |store, db| {
         replay.iter().map(|v| v.number).collect::<Vec<_>>(),
         vec![0, 1, 2]
     );
-    assert_eq!(replay[2].u.as_deref(), Some(&delta_values(2, 12)[..]));
+    assert_eq!(
+        store
+            .version_deltas(0, 2)
+            .await?
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert_eq!(store.get_version(5).await?, None);
     Ok(())
 });
@@ -415,5 +428,66 @@ backend_test!(a_turn_lapses_with_its_lease, |store, db| {
     let next = queue(&store, 3).await?;
     store.claim_next_edit("w4", LEASE).await?.expect("claim");
     assert_eq!(store.turn_ahead_of(next).await?, None);
+    Ok(())
+});
+
+backend_test!(a_version_holds_deltas_of_any_rank_in_order, |store, db| {
+    store.ensure_base(FINGERPRINT).await?;
+    let id = queue(&store, 1).await?;
+    store.claim_next_edit("w", LEASE).await?.expect("claim");
+    // A batch of three facts at layer 7, then a second delta at layer 9.
+    let deltas = vec![
+        StoredDelta {
+            encoder: "text".into(),
+            layer: 7,
+            rank: 3,
+            u: delta_values(1, 36),
+            v: delta_values(2, 24),
+        },
+        StoredDelta::rank_one(9, delta_values(3, 12), delta_values(4, 8)),
+    ];
+    let outcome = store
+        .commit_edit(
+            id,
+            "w",
+            CommitDelta {
+                deltas: deltas.clone(),
+                ..delta(0, 1)
+            },
+        )
+        .await?;
+    let CommitOutcome::Committed(version) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(version.layer, Some(7));
+    assert_eq!(store.version_deltas(0, 1).await?[&1], deltas);
+
+    // Factors that do not split into `rank` rows, or no delta at all, are refused.
+    for wrong in [
+        vec![StoredDelta {
+            rank: 5,
+            ..deltas[0].clone()
+        }],
+        vec![StoredDelta {
+            encoder: "vision".into(),
+            ..deltas[1].clone()
+        }],
+        Vec::new(),
+    ] {
+        let refused = store
+            .commit_edit(
+                id,
+                "w",
+                CommitDelta {
+                    deltas: wrong,
+                    ..delta(1, 1)
+                },
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid { .. })),
+            "{refused:?}"
+        );
+    }
     Ok(())
 });

@@ -468,7 +468,9 @@ fn text_checks(
     let after = encoder
         .encode_texts(tokenizer, &prompts, &edited)?
         .pooler_output;
-    let before = encoder.encode_texts(tokenizer, &prompts, base)?.pooler_output;
+    let before = encoder
+        .encode_texts(tokenizer, &prompts, base)?
+        .pooler_output;
     let distance = |a: &Tensor, b: &Tensor| -> Result<f64> {
         Ok((a - b)?
             .sqr()?
@@ -557,7 +559,11 @@ mod gradient_check {
             )
             .unwrap();
             let delta: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.7).sin() * 0.3).collect();
-            let analytic = objective.evaluate(&[delta.clone()], true).unwrap().gradients[0].clone();
+            let analytic = objective
+                .evaluate(&[delta.clone()], true)
+                .unwrap()
+                .gradients[0]
+                .clone();
             let h = 1e-3f32;
             for i in [0usize, 5, 17, 31] {
                 let mut plus = delta.clone();

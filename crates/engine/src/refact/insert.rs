@@ -25,9 +25,8 @@ pub(crate) fn solve_values(
     residuals: &[Vec<f32>],
 ) -> Result<Vec<Vec<f32>>> {
     let n = u.len();
-    let dot = |a: &[f32], b: &[f32]| -> f64 {
-        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
-    };
+    let dot =
+        |a: &[f32], b: &[f32]| -> f64 { a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum() };
     // Mᵀ, so that the system reads Mᵀ V = R.
     let m_t = Mat::<f64>::from_fn(n, n, |j, i| dot(&u[i], &keys[j]));
     if let Some(j) = (0..n).find(|&j| m_t[(j, j)].abs() < 1e-12) {
@@ -79,10 +78,17 @@ mod tests {
                 let moved: f64 = (0..n)
                     .map(|i| {
                         v[i][h] as f64
-                            * u[i].iter().zip(&keys[j]).map(|(a, b)| (a * b) as f64).sum::<f64>()
+                            * u[i]
+                                .iter()
+                                .zip(&keys[j])
+                                .map(|(a, b)| (a * b) as f64)
+                                .sum::<f64>()
                     })
                     .sum();
-                assert!((moved - r[j][h] as f64).abs() < 1e-4, "key {j}, coordinate {h}");
+                assert!(
+                    (moved - r[j][h] as f64).abs() < 1e-4,
+                    "key {j}, coordinate {h}"
+                );
             }
         }
     }
@@ -93,7 +99,11 @@ mod tests {
         let k = vec![wave(8, 0.9)];
         let r = vec![wave(3, 1.3)];
         let v = solve_values(&u, &k, &r).unwrap();
-        let k_dot_u: f64 = u[0].iter().zip(&k[0]).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let k_dot_u: f64 = u[0]
+            .iter()
+            .zip(&k[0])
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
         let expected: Vec<f32> = r[0].iter().map(|x| (*x as f64 / k_dot_u) as f32).collect();
         assert_eq!(v[0], expected);
     }

@@ -62,7 +62,10 @@ impl<'a> Objective<'a> {
         weight_decay: f64,
         target_init_norms: &[f64],
     ) -> Result<Self> {
-        let widest = candidates.iter().map(|c| c.dim(0)).collect::<candle_core::Result<Vec<_>>>()?;
+        let widest = candidates
+            .iter()
+            .map(|c| c.dim(0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let widest = widest.into_iter().max().unwrap_or(0);
         let mut padded = Vec::with_capacity(candidates.len());
         let mut pad = Vec::with_capacity(candidates.len() * widest);
@@ -103,11 +106,12 @@ impl<'a> Objective<'a> {
         let facts = deltas.len();
         let hidden = self.candidates.dim(2)?;
         let flat: Vec<f32> = deltas.iter().flatten().copied().collect();
-        let var = Var::from_tensor(&Tensor::from_vec(flat, (facts, hidden), device)?.to_dtype(dtype)?)?;
-        let pooled = self
-            .upper
-            .pooled(var.as_tensor())?
-            .reshape((facts, self.prompts_per_fact, hidden))?;
+        let var =
+            Var::from_tensor(&Tensor::from_vec(flat, (facts, hidden), device)?.to_dtype(dtype)?)?;
+        let pooled =
+            self.upper
+                .pooled(var.as_tensor())?
+                .reshape((facts, self.prompts_per_fact, hidden))?;
         // Distances of every prompt's representation to its fact's candidates [f, p, c].
         let diff = pooled
             .unsqueeze(2)?
@@ -157,7 +161,8 @@ impl<'a> Objective<'a> {
         } else {
             Vec::new()
         };
-        if losses.iter().any(|l| !l.is_finite()) || gradients.iter().flatten().any(|g| !g.is_finite())
+        if losses.iter().any(|l| !l.is_finite())
+            || gradients.iter().flatten().any(|g| !g.is_finite())
         {
             return Err(EngineError::Numerical(format!(
                 "loss or gradient not finite (losses {losses:?})"

@@ -33,11 +33,17 @@ const MARK_APPLIED: &str = "\
                      lease_expires_at = NULL, finished_at = $5, error = NULL \
     WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 
+// u and v are the legacy columns of migration 0002, empty since 0006: the factors live
+// in version_deltas.
 const INSERT_APPLY: &str = "\
     INSERT INTO versions (number, parent, kind, edit_id, layer, u, v, model_fingerprint, \
                           created_at, gate_status, gate_metrics) \
-    VALUES ($1, $2, 'apply', $3, $4, $5, $6, $7, $8, $9, $10) \
+    VALUES ($1, $2, 'apply', $3, $4, $5, $5, $6, $7, $8, $9) \
     RETURNING *";
+
+const INSERT_DELTA: &str = "\
+    INSERT INTO version_deltas (version, position, encoder, layer, rank, u, v) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const INSERT_REVERT: &str = "\
     INSERT INTO versions (number, parent, kind, reverts_version, model_fingerprint, created_at) \
@@ -58,8 +64,6 @@ impl Store {
         delta: CommitDelta,
     ) -> Result<CommitOutcome> {
         check_delta(&delta)?;
-        let u = f32s_to_le_bytes(&delta.u);
-        let v = f32s_to_le_bytes(&delta.v);
         let (gate_status, gate_metrics) = match &delta.gate {
             Some((status, metrics)) => (Some(status.as_str()), Some(Json(metrics))),
             None => (None, None),
@@ -112,15 +116,26 @@ impl Store {
                 .bind(number)
                 .bind(head)
                 .bind(DbId(id))
-                .bind(delta.layer)
-                .bind(&u)
-                .bind(&v)
+                .bind(delta.deltas[0].layer)
+                .bind(Vec::<u8>::new())
                 .bind(&delta.model_fingerprint)
                 .bind(now)
                 .bind(gate_status)
                 .bind(gate_metrics)
                 .fetch_one(&mut *tx)
                 .await?;
+            for (position, stored) in delta.deltas.iter().enumerate() {
+                sqlx::query(INSERT_DELTA)
+                    .bind(number)
+                    .bind(position as i32)
+                    .bind(&stored.encoder)
+                    .bind(stored.layer)
+                    .bind(stored.rank)
+                    .bind(f32s_to_le_bytes(&stored.u))
+                    .bind(f32s_to_le_bytes(&stored.v))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             CommitOutcome::Committed(row.try_into()?)
         });
         Ok(outcome)
@@ -176,11 +191,39 @@ impl Store {
 }
 
 fn check_delta(delta: &CommitDelta) -> Result<()> {
-    if delta.layer < 0 {
-        return Err(StoreError::invalid("layer", "must not be negative"));
+    if delta.deltas.is_empty() {
+        return Err(StoreError::invalid(
+            "deltas",
+            "an apply version needs a delta",
+        ));
     }
-    if delta.u.is_empty() || delta.v.is_empty() {
-        return Err(StoreError::invalid("delta", "u and v must not be empty"));
+    for stored in &delta.deltas {
+        if !matches!(stored.encoder.as_str(), "text" | "text_2") {
+            return Err(StoreError::invalid(
+                "encoder",
+                format!("unknown text encoder {:?}", stored.encoder),
+            ));
+        }
+        if stored.layer < 0 {
+            return Err(StoreError::invalid("layer", "must not be negative"));
+        }
+        let rows = usize::try_from(stored.rank).unwrap_or(0);
+        if rows == 0
+            || stored.u.is_empty()
+            || stored.v.is_empty()
+            || !stored.u.len().is_multiple_of(rows)
+            || !stored.v.len().is_multiple_of(rows)
+        {
+            return Err(StoreError::invalid(
+                "delta",
+                format!(
+                    "rank {} does not divide u ({} values) and v ({} values) into rows",
+                    stored.rank,
+                    stored.u.len(),
+                    stored.v.len()
+                ),
+            ));
+        }
     }
     if delta.model_fingerprint.is_empty() {
         return Err(StoreError::invalid(

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::db_types::{le_bytes_to_f32s, DbId, DbTime};
+use crate::db_types::{DbId, DbTime};
 use crate::error::StoreError;
 
 /// How a version came to be.
@@ -116,15 +116,10 @@ pub struct Version {
     pub edit_id: Option<Uuid>,
     /// The apply version whose delta this one removes (revert versions).
     pub reverts_version: Option<i64>,
-    /// The edited text-encoder layer (apply versions).
+    /// The edited text-encoder layer (apply versions; the first delta's when it has
+    /// several). The factors themselves are read with [`crate::Store::version_deltas`]:
+    /// API responses should not carry thousands of floats.
     pub layer: Option<i32>,
-    /// Delta key direction `u` (apply versions). Not serialised: API responses should
-    /// not carry thousands of floats.
-    #[serde(skip)]
-    pub u: Option<Vec<f32>>,
-    /// Delta value `v`, so that `fc2.weight += v uᵀ` (apply versions). Not serialised.
-    #[serde(skip)]
-    pub v: Option<Vec<f32>>,
     /// Fingerprint of the base model the delta was computed for.
     pub model_fingerprint: String,
     /// When it was created.
@@ -135,17 +130,41 @@ pub struct Version {
     pub gate_metrics: Option<Value>,
 }
 
+/// One delta of an apply version: `fc2.weight[layer] += Vᵀ U` on one text encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDelta {
+    /// Which text encoder: `text` (SD v1/v2, SDXL's first) or `text_2` (SDXL's second).
+    pub encoder: String,
+    /// The edited layer.
+    pub layer: i32,
+    /// Rows of `U` and `V`: 1 for a single edit, n for a batch of n facts.
+    pub rank: i32,
+    /// `U`, row-major [rank × inner].
+    pub u: Vec<f32>,
+    /// `V`, row-major [rank × hidden].
+    pub v: Vec<f32>,
+}
+
+impl StoredDelta {
+    /// The rank-one delta of a single edit on the (first) text encoder.
+    pub fn rank_one(layer: i32, u: Vec<f32>, v: Vec<f32>) -> Self {
+        Self {
+            encoder: "text".into(),
+            layer,
+            rank: 1,
+            u,
+            v,
+        }
+    }
+}
+
 /// The result of an edit, as the worker commits it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommitDelta {
     /// The head the delta was computed on; the new version is `parent + 1`.
     pub parent: i64,
-    /// The edited text-encoder layer.
-    pub layer: i32,
-    /// Delta key direction `u` (length: the MLP's inner size).
-    pub u: Vec<f32>,
-    /// Delta value `v` (length: the hidden size).
-    pub v: Vec<f32>,
+    /// The version's deltas, at least one, in the order they are applied.
+    pub deltas: Vec<StoredDelta>,
     /// Fingerprint of the base model; must match the stored versions'.
     pub model_fingerprint: String,
     /// The edit's final metrics, stored on the edit.
@@ -183,8 +202,6 @@ pub(crate) struct VersionRow {
     edit_id: Option<DbId>,
     reverts_version: Option<i64>,
     layer: Option<i32>,
-    u: Option<Vec<u8>>,
-    v: Option<Vec<u8>>,
     model_fingerprint: String,
     created_at: DbTime,
     gate_status: Option<String>,
@@ -210,8 +227,6 @@ impl TryFrom<VersionRow> for Version {
             edit_id: row.edit_id.map(|id| id.0),
             reverts_version: row.reverts_version,
             layer: row.layer,
-            u: row.u.as_deref().map(le_bytes_to_f32s).transpose()?,
-            v: row.v.as_deref().map(le_bytes_to_f32s).transpose()?,
             model_fingerprint: row.model_fingerprint,
             created_at: row.created_at.0,
             gate_status,

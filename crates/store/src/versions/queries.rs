@@ -3,8 +3,10 @@
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{version_from, GateStatus, Version, VersionRow};
-use crate::db_types::{now, DbTime};
+use std::collections::BTreeMap;
+
+use super::{version_from, GateStatus, StoredDelta, Version, VersionRow};
+use crate::db_types::{le_bytes_to_f32s, now, DbTime};
 use crate::error::{Result, StoreError};
 use crate::page::{sql_limits, Page};
 use crate::store::Store;
@@ -103,6 +105,36 @@ impl Store {
         rows.into_iter().map(Version::try_from).collect()
     }
 
+    /// The deltas of the apply versions `from..=to`, by version, each list in the order
+    /// its deltas apply. Versions without deltas (base, reverts) are absent.
+    pub async fn version_deltas(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, Vec<StoredDelta>>> {
+        let rows: Vec<DeltaRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT version, encoder, layer, rank, u, v FROM version_deltas \
+                 WHERE version >= $1 AND version <= $2 ORDER BY version, position",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+        })?;
+        let mut deltas: BTreeMap<i64, Vec<StoredDelta>> = BTreeMap::new();
+        for row in rows {
+            deltas.entry(row.version).or_default().push(StoredDelta {
+                encoder: row.encoder,
+                layer: row.layer,
+                rank: row.rank,
+                u: le_bytes_to_f32s(&row.u)?,
+                v: le_bytes_to_f32s(&row.v)?,
+            });
+        }
+        Ok(deltas)
+    }
+
     /// The apply versions in version `number` (at or below it, not reverted by then)
     /// whose quality gate failed, oldest first: what keeps an alias off `number`.
     pub async fn failed_gates_in(&self, number: i64) -> Result<Vec<i64>> {
@@ -141,4 +173,15 @@ impl Store {
         })?;
         version_from(row)?.ok_or_else(|| StoreError::NotFound(format!("version {number}")))
     }
+}
+
+/// A `version_deltas` row.
+#[derive(sqlx::FromRow)]
+struct DeltaRow {
+    version: i64,
+    encoder: String,
+    layer: i32,
+    rank: i32,
+    u: Vec<u8>,
+    v: Vec<u8>,
 }

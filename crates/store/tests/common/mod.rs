@@ -79,7 +79,7 @@ pub const FINGERPRINT: &str = "sha256:test-model";
 
 /// The raw `u` and `v` column bytes of version `number`, read with plain sqlx.
 pub async fn raw_delta_bytes(url: &str, number: i64) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    const SQL: &str = "SELECT u, v FROM versions WHERE number = $1";
+    const SQL: &str = "SELECT u, v FROM version_deltas WHERE version = $1 AND position = 0";
     Ok(if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await?;
         let row = sqlx::query_as(SQL).bind(number).fetch_one(&pool).await?;
