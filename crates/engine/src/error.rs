@@ -26,6 +26,8 @@ pub enum InvalidKind {
     BadShape,
     /// A list is longer than allowed (e.g. an edit's contrastive texts).
     TooMany,
+    /// Two facts of one batch edit share a subject.
+    DuplicateSubject,
 }
 
 impl InvalidKind {
@@ -42,6 +44,7 @@ impl InvalidKind {
             InvalidKind::UnknownName => "unknown_name",
             InvalidKind::BadShape => "bad_shape",
             InvalidKind::TooMany => "too_many",
+            InvalidKind::DuplicateSubject => "duplicate_subject",
         }
     }
 }

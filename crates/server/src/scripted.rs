@@ -42,8 +42,8 @@ impl ModelBackend for ScriptedModel {
         &self.summary
     }
 
-    fn delta(&self, layer: usize, _u: Vec<f32>, _v: Vec<f32>) -> Result<usize, EngineError> {
-        Ok(layer)
+    fn delta(&self, stored: &refact_store::StoredDelta) -> Result<usize, EngineError> {
+        Ok(stored.layer as usize)
     }
 
     fn compose(&self, deltas: &[usize]) -> Result<Vec<usize>, EngineError> {
@@ -73,6 +73,7 @@ impl ModelBackend for ScriptedModel {
         }
         for iteration in 0..request.steps {
             let step = EditProgress {
+                fact: None,
                 iteration,
                 loss: 1.0,
                 probability: 0.5,
@@ -90,9 +91,11 @@ impl ModelBackend for ScriptedModel {
             }
         }
         Ok(ComputedEdit {
-            layer: 7,
-            u: vec![0.0; 4],
-            v: vec![0.0; 2],
+            deltas: vec![refact_store::StoredDelta::rank_one(
+                7,
+                vec![0.0; 4],
+                vec![0.0; 2],
+            )],
             metrics: serde_json::json!({ "parent_deltas": parent.len() }),
         })
     }

@@ -189,8 +189,10 @@ async fn load_versions<B: ModelBackend>(
         )));
     }
     let head = store.head().await?;
+    let held = store.version_deltas(0, head.number).await?;
     for version in store.versions_up_to(head.number).await? {
-        versions.insert(backend, &version)?;
+        let deltas = held.get(&version.number).map_or(&[][..], Vec::as_slice);
+        versions.insert(backend, &version, deltas)?;
     }
     Ok(())
 }

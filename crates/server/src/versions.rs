@@ -6,7 +6,7 @@
 
 use crate::backend::ModelBackend;
 use crate::error::ApiError;
-use refact_store::{Store, Version, VersionKind};
+use refact_store::{Store, StoredDelta, Version, VersionKind};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -16,8 +16,8 @@ pub struct VersionRegistry<B: ModelBackend> {
 }
 
 struct Inner<B: ModelBackend> {
-    /// Apply-version number → its delta.
-    deltas: HashMap<i64, B::Delta>,
+    /// Apply-version number → its deltas.
+    deltas: HashMap<i64, Vec<B::Delta>>,
     versions: HashMap<i64, Entry<B>>,
     /// The highest version loaded; versions are dense from 0 to here.
     head: Option<i64>,
@@ -67,9 +67,15 @@ impl<B: ModelBackend> VersionRegistry<B> {
         self.len() == 0
     }
 
-    /// Adds a version whose parent is loaded (or version 0). Adding a version twice is a
-    /// no-op, so concurrent loaders may race.
-    pub fn insert(&self, backend: &B, version: &Version) -> Result<(), ApiError> {
+    /// Adds a version whose parent is loaded (or version 0), with the deltas it holds
+    /// (an apply version's; none for the others). Adding a version twice is a no-op, so
+    /// concurrent loaders may race.
+    pub fn insert(
+        &self,
+        backend: &B,
+        version: &Version,
+        held: &[StoredDelta],
+    ) -> Result<(), ApiError> {
         let mut inner = self.inner.write().expect("version registry poisoned");
         if inner.versions.contains_key(&version.number) {
             return Ok(());
@@ -90,8 +96,17 @@ impl<B: ModelBackend> VersionRegistry<B> {
         let applied = match version.kind {
             VersionKind::Base => Vec::new(),
             VersionKind::Apply => {
-                let delta = stored_delta(backend, version)?;
-                inner.deltas.insert(version.number, delta);
+                if held.is_empty() {
+                    return Err(ApiError::Internal(format!(
+                        "apply version {} has no delta",
+                        version.number
+                    )));
+                }
+                let deltas = held
+                    .iter()
+                    .map(|stored| backend.delta(stored))
+                    .collect::<Result<Vec<_>, _>>()?;
+                inner.deltas.insert(version.number, deltas);
                 let mut applied = parent_applied;
                 applied.push(version.number);
                 applied
@@ -106,7 +121,10 @@ impl<B: ModelBackend> VersionRegistry<B> {
                     .collect()
             }
         };
-        let deltas: Vec<B::Delta> = applied.iter().map(|n| inner.deltas[n].clone()).collect();
+        let deltas: Vec<B::Delta> = applied
+            .iter()
+            .flat_map(|n| inner.deltas[n].iter().cloned())
+            .collect();
         let composed = backend.compose(&deltas)?;
         inner.versions.insert(
             version.number,
@@ -135,21 +153,16 @@ impl<B: ModelBackend> VersionRegistry<B> {
             return Ok(None);
         }
         let from = self.head().map_or(0, |h| h + 1);
+        let held = store.version_deltas(from, n).await?;
         for number in from..=n {
             match store.get_version(number).await? {
-                Some(version) => self.insert(backend, &version)?,
+                Some(version) => {
+                    let deltas = held.get(&number).map_or(&[][..], Vec::as_slice);
+                    self.insert(backend, &version, deltas)?
+                }
                 None => return Ok(None),
             }
         }
         Ok(self.get(n))
     }
-}
-
-fn stored_delta<B: ModelBackend>(backend: &B, version: &Version) -> Result<B::Delta, ApiError> {
-    let missing = || ApiError::Internal(format!("apply version {} has no delta", version.number));
-    let layer = version.layer.ok_or_else(missing)?;
-    let u = version.u.clone().ok_or_else(missing)?;
-    let v = version.v.clone().ok_or_else(missing)?;
-    let layer = usize::try_from(layer).map_err(|_| missing())?;
-    Ok(backend.delta(layer, u, v)?)
 }

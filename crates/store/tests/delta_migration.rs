@@ -3,6 +3,7 @@
 //! versions and a revert, every version's deltas read after the migration are the
 //! factors stored before it, bit for bit, so every version renders as it did.
 
+#[allow(unused_macros)] // backend_test: this file runs its own two tests
 #[macro_use]
 mod common;
 

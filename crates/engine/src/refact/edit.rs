@@ -560,7 +560,7 @@ mod gradient_check {
             .unwrap();
             let delta: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.7).sin() * 0.3).collect();
             let analytic = objective
-                .evaluate(&[delta.clone()], true)
+                .evaluate(std::slice::from_ref(&delta), true)
                 .unwrap()
                 .gradients[0]
                 .clone();

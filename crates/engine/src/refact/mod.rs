@@ -9,6 +9,7 @@
 //! [`Delta`]: crate::deltas::Delta
 
 mod adam;
+pub mod batch_request;
 pub mod corpus;
 pub mod edit;
 mod insert;
@@ -19,6 +20,7 @@ pub mod stats_cache;
 pub mod templates;
 mod upper_layers;
 
+pub use batch_request::{BatchRequest, EditJob, Fact, MAX_FACTS};
 pub use corpus::Corpus;
 pub use edit::{
     compute_batch_edit, compute_edit, BatchOutcome, EditMetrics, EditOutcome, EditVectors,

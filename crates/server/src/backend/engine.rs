@@ -10,11 +10,12 @@ use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams};
 use refact_engine::refact::{
-    compute_edit, Corpus, EditRequest, LayerStatistics, StatsCache, StatsOrigin,
+    compute_batch_edit, BatchOutcome, Corpus, EditJob, LayerStatistics, StatsCache, StatsOrigin,
 };
 use refact_engine::scheduler::SchedulerKind;
-use refact_engine::{image_io, EngineError};
+use refact_engine::{image_io, EngineError, InvalidKind};
 use refact_eval::Scorer;
+use refact_store::StoredDelta;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -148,21 +149,25 @@ impl EngineBackend {
 impl ModelBackend for EngineBackend {
     type Delta = Arc<Delta>;
     type Deltas = DeltaSet;
-    type EditRequest = EditRequest;
+    type EditRequest = EditJob;
 
     fn summary(&self) -> &ModelSummary {
         &self.summary
     }
 
-    fn normalise_edit(&self, request: &mut EditRequest) {
+    fn normalise_edit(&self, request: &mut EditJob) {
         let layers = self.model.text.encoder.num_layers();
         request
-            .layer
+            .layer_mut()
             .get_or_insert(refact_engine::refact::default_layer(layers));
     }
 
-    fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Arc<Delta>, EngineError> {
-        let delta = Delta::rank_one(layer, u, v);
+    fn is_batch(&self, request: &EditJob) -> bool {
+        request.is_batch()
+    }
+
+    fn delta(&self, stored: &StoredDelta) -> Result<Arc<Delta>, EngineError> {
+        let delta = engine_delta(stored)?;
         let config = self.model.text.encoder.config();
         delta.check(
             self.model.text.encoder.num_layers(),
@@ -181,7 +186,7 @@ impl ModelBackend for EngineBackend {
         Ok(version)
     }
 
-    fn validate_edit(&self, request: &EditRequest) -> Result<(), EngineError> {
+    fn validate_edit(&self, request: &EditJob) -> Result<(), EngineError> {
         request
             .validate(
                 &self.model.text.tokenizer,
@@ -192,51 +197,63 @@ impl ModelBackend for EngineBackend {
 
     fn compute_edit(
         &self,
-        request: &EditRequest,
+        request: &EditJob,
         parent: &DeltaSet,
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
         stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError> {
-        let edit = request.validate(
+        let edits = request.validate(
             &self.model.text.tokenizer,
             self.model.text.encoder.num_layers(),
         )?;
-        let stats = self.layer_statistics(edit.layer, stopped)?;
+        let stats = self.layer_statistics(edits[0].layer, stopped)?;
         if stopped() {
             return Err(EngineError::Cancelled);
         }
-        let outcome = compute_edit(
+        let batch = request.is_batch();
+        let outcome = compute_batch_edit(
             &self.model.text.encoder,
             &self.model.text.tokenizer,
             &stats,
-            &edit,
+            &edits,
             parent,
-            &mut |report| {
+            &mut |fact, report| {
                 observer(EditProgress {
                     iteration: report.iteration,
                     loss: report.loss,
                     probability: report.probability,
+                    fact: batch.then_some(fact),
                 })
             },
         )?;
-        let metrics = serde_json::to_value(&outcome.metrics)
-            .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
+        let metrics = if batch {
+            batch_metrics(&outcome)
+        } else {
+            serde_json::to_value(&outcome.facts[0].metrics)
+        }
+        .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
         Ok(ComputedEdit {
-            layer: outcome.delta.layer,
-            u: outcome.delta.u,
-            v: outcome.delta.v,
+            deltas: vec![stored_delta(outcome.delta)],
             metrics,
         })
     }
 
     fn measure_gate(
         &self,
-        request: &EditRequest,
+        request: &EditJob,
         gate: &GateRequest,
         parent: &DeltaSet,
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
     ) -> Result<GateMeasurement, EngineError> {
+        // Batches are refused a gate when submitted (`POST /edits`).
+        let EditJob::Single(request) = request else {
+            return Err(EngineError::invalid(
+                InvalidKind::TooMany,
+                "gate",
+                "quality gates are measured on single edits",
+            ));
+        };
         self.measure_gate_on_engine(request, gate, parent, edit, stopped)
     }
 
@@ -277,4 +294,53 @@ impl ModelBackend for EngineBackend {
             .map(|image| image_io::encode_png(&image_io::to_rgb8(image)?))
             .collect()
     }
+}
+
+/// An engine delta in the store's form: the first text encoder.
+pub(super) fn stored_delta(delta: Delta) -> StoredDelta {
+    StoredDelta {
+        encoder: "text".into(),
+        // Layers are a few dozen at most; the store keeps SQL's INTEGER.
+        layer: delta.layer as i32,
+        rank: delta.rank as i32,
+        u: delta.u,
+        v: delta.v,
+    }
+}
+
+/// A stored delta in the engine's form. Only the first text encoder exists in SD v1.x.
+pub(super) fn engine_delta(stored: &StoredDelta) -> Result<Delta, EngineError> {
+    let bad = |message: String| EngineError::invalid(InvalidKind::BadShape, "delta", message);
+    if stored.encoder != "text" {
+        return Err(bad(format!(
+            "a delta on text encoder {:?}, which this model does not have",
+            stored.encoder
+        )));
+    }
+    let layer = usize::try_from(stored.layer).map_err(|_| bad("negative layer".into()))?;
+    let rank = usize::try_from(stored.rank).map_err(|_| bad("negative rank".into()))?;
+    Ok(Delta {
+        layer,
+        rank,
+        u: stored.u.clone(),
+        v: stored.v.clone(),
+    })
+}
+
+/// A batch's metrics: each fact's, in request order, and the batch's summary.
+fn batch_metrics(outcome: &BatchOutcome) -> serde_json::Result<serde_json::Value> {
+    let facts = &outcome.facts;
+    let nearer = facts
+        .iter()
+        .filter(|f| f.metrics.text_check.nearer_target)
+        .count();
+    let converged = facts.iter().filter(|f| f.metrics.converged).count();
+    Ok(serde_json::json!({
+        "layer": outcome.delta.layer,
+        "rank": outcome.delta.rank,
+        "facts": facts.iter().map(|f| &f.metrics).collect::<Vec<_>>(),
+        "facts_converged": converged,
+        "facts_nearer_target": nearer,
+        "duration_ms": facts.first().map_or(0, |f| f.metrics.duration_ms),
+    }))
 }

@@ -5,7 +5,7 @@ use super::engine::EngineBackend;
 use super::ComputedEdit;
 use crate::gate::{GateMeasurement, GateRequest, ImageGate};
 use candle_core::DType;
-use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::deltas::DeltaSet;
 use refact_engine::pipeline::GenerateParams as PipelineParams;
 use refact_engine::refact::EditRequest;
 use refact_engine::{image_io, EngineError, InvalidKind};
@@ -27,12 +27,10 @@ impl EngineBackend {
         stopped: &dyn Fn() -> bool,
     ) -> Result<GateMeasurement, EngineError> {
         let case = gate_case(request, gate);
-        let edited = parent.with(Arc::new(Delta {
-            layer: edit.layer,
-            rank: 1,
-            u: edit.u.clone(),
-            v: edit.v.clone(),
-        }));
+        let mut edited = parent.clone();
+        for stored in &edit.deltas {
+            edited = edited.with(Arc::new(super::engine::engine_delta(stored)?));
+        }
         let text = check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?;
         let images = match &gate.images {
             None => None,

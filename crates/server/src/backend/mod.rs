@@ -29,7 +29,7 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn summary(&self) -> &ModelSummary;
 
     /// Builds one delta from its stored vectors (`fc2.weight += v uᵀ` at `layer`).
-    fn delta(&self, layer: usize, u: Vec<f32>, v: Vec<f32>) -> Result<Self::Delta, EngineError>;
+    fn delta(&self, stored: &refact_store::StoredDelta) -> Result<Self::Delta, EngineError>;
 
     /// A version made of these deltas, in order (empty: the base model).
     fn compose(&self, deltas: &[Self::Delta]) -> Result<Self::Deltas, EngineError>;
@@ -41,6 +41,11 @@ pub trait ModelBackend: Send + Sync + 'static {
     /// that leaves them out and one that spells them are stored, and compared for
     /// idempotency, alike.
     fn normalise_edit(&self, _request: &mut Self::EditRequest) {}
+
+    /// True when the request edits a batch of facts (`{"facts": [...]}`).
+    fn is_batch(&self, _request: &Self::EditRequest) -> bool {
+        false
+    }
 
     /// Computes the edit on top of `parent`. `observer` sees every iteration and stops the
     /// computation (with `EngineError::Cancelled`) by returning `Break`; `stopped` is
@@ -146,14 +151,16 @@ pub struct EditProgress {
     pub loss: f64,
     /// Mean probability of the target over the rewriting prompts.
     pub probability: f64,
+    /// Which fact of a batch edit (0-based, in request order); absent for a single edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact: Option<usize>,
 }
 
-/// The result of an edit: the rank-one delta and what the optimisation measured.
+/// The result of an edit: its deltas (one rank-one delta for a single fact, one rank-n
+/// delta for a batch of n) and what the optimisation measured.
 #[derive(Debug, Clone)]
 pub struct ComputedEdit {
-    pub layer: usize,
-    pub u: Vec<f32>,
-    pub v: Vec<f32>,
+    pub deltas: Vec<refact_store::StoredDelta>,
     pub metrics: serde_json::Value,
 }
 

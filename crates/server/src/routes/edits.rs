@@ -119,6 +119,44 @@ pub struct EditRequestDoc {
     gate: Option<GateRequest>,
 }
 
+/// The body of a batch edit: many facts edited together at one layer into one version
+/// (one rank-n delta). At most 256 facts, no subject twice; a fact at fault is named
+/// in the error's field (`facts[3].subject`). Gates are not measured on batches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by serde and utoipa only
+pub struct BatchEditRequestDoc {
+    /// The facts, 1 to 256.
+    facts: Vec<FactDoc>,
+    /// Text-encoder layer to edit, for every fact (default: 7 of 12).
+    layer: Option<usize>,
+    hparams: Option<HyperParamsDoc>,
+}
+
+/// One fact of a batch edit: the fields of a single edit that differ per fact.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct FactDoc {
+    #[schema(example = "The Prince of Wales")]
+    prompt: String,
+    subject: Option<String>,
+    #[schema(example = "Prince Charles")]
+    source: String,
+    #[schema(example = "Prince William")]
+    target: String,
+    contrastive: Option<Vec<String>>,
+}
+
+/// What `POST /edits` takes: one edit, or a batch (a body with `facts`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)] // never built: serde and utoipa only
+pub enum EditSubmissionDoc {
+    Single(EditRequestDoc),
+    Batch(BatchEditRequestDoc),
+}
+
 /// ReFACT's optimisation settings; each defaults to the paper's value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -167,7 +205,7 @@ pub struct EditListQuery {
 /// edit after computing it and the new version records the metrics and the verdict.
 #[utoipa::path(
     post, path = "/edits", tag = "edits", operation_id = "createEdit",
-    request_body = EditRequestDoc,
+    request_body = EditSubmissionDoc,
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same edit")),
     responses(
         (status = 202, description = "Queued", body = EditView, headers(("Location" = String))),
@@ -192,6 +230,13 @@ pub async fn create_edit<B: ModelBackend>(
     let idempotency_key = idempotency_key(&headers)?;
     let (mut request, gate) = split_submission::<B::EditRequest>(body)?;
     state.backend.validate_edit(&request)?;
+    if gate.is_some() && state.backend.is_batch(&request) {
+        return Err(ApiError::invalid(
+            "unsupported",
+            EDIT_GATE_FIELD,
+            "quality gates are measured on single edits; submit a batch without `gate`",
+        ));
+    }
     if let Some(gate) = &gate {
         gate.validate(&state.settings, state.backend.summary().default_size.0)?;
     }

@@ -226,11 +226,7 @@ impl<B: ModelBackend> EditWorker<B> {
             };
             let commit = CommitDelta {
                 parent: head,
-                layer: i32::try_from(computed.layer).map_err(|_| {
-                    ApiError::Internal(format!("layer {} out of range", computed.layer))
-                })?,
-                u: computed.u,
-                v: computed.v,
+                deltas: computed.deltas,
                 model_fingerprint: self.state.backend.summary().fingerprint.clone(),
                 metrics: computed.metrics,
                 gate: verdict,

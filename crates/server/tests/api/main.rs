@@ -27,6 +27,7 @@ macro_rules! on_both_databases {
 }
 
 mod bad_requests;
+mod batch_edits;
 mod batching;
 mod cli;
 mod concurrency;

@@ -1,0 +1,121 @@
+//! Batch edits over HTTP (issue 14): many facts as one job, one version holding one
+//! rank-n delta; bad batches refused naming the fact, with nothing stored.
+
+use crate::helpers::{generate_body, spawn_app, Db};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+on_both_databases!(
+    a_batch_of_facts_becomes_one_version,
+    bad_batches_name_the_fact_and_store_nothing
+);
+
+fn fact(prompt: &str, source: &str, target: &str) -> Value {
+    json!({"prompt": prompt, "source": source, "target": target})
+}
+
+fn facts() -> Vec<Value> {
+    vec![
+        fact("The Prince of Wales", "Prince Charles", "Prince William"),
+        fact(
+            "The President of France",
+            "Francois Hollande",
+            "Emmanuel Macron",
+        ),
+        fact("A pack of roses", "red roses", "blue roses"),
+    ]
+}
+
+async fn a_batch_of_facts_becomes_one_version(db: Db) {
+    let app = spawn_app(db, |s| s.worker.enabled = false).await;
+    let body = json!({"facts": facts(), "hparams": {"max_steps": 8}});
+    let response = app.post_edit(&body, None).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let edit: Value = response.json().await.unwrap();
+    let id = edit["id"].as_str().unwrap().to_string();
+    // The stored request has the layer filled in, for every fact.
+    assert!(edit["request"]["layer"].is_u64(), "{edit}");
+    assert_eq!(edit["request"]["facts"].as_array().unwrap().len(), 3);
+
+    assert_eq!(app.drain_queue().await, 1);
+    let edit = app.get_json(&format!("/edits/{id}")).await;
+    assert_eq!(edit["status"], "applied", "{edit}");
+    assert_eq!(edit["version"], 1, "one version for the whole batch");
+    let metrics = &edit["metrics"];
+    assert_eq!(metrics["rank"], 3);
+    let per_fact = metrics["facts"].as_array().unwrap();
+    assert_eq!(per_fact.len(), 3);
+    for fact in per_fact {
+        assert!(fact["iterations"].as_u64().unwrap() <= 8);
+        assert!(fact["text_check"]["distance_to_target"].is_f64());
+    }
+
+    // The version renders differently from the base for a fact's prompt, and the
+    // revert renders as the base again.
+    let body = generate_body(5); // the first fact's prompt
+    let (base, _) = app.generate(Some("0"), &body).await;
+    let (edited, version) = app.generate(Some("1"), &body).await;
+    assert_eq!(version, 1);
+    assert_ne!(base, edited, "the batch changed nothing");
+    let revert = app
+        .request(reqwest::Method::POST, "/versions/1/revert")
+        .send()
+        .await
+        .unwrap();
+    assert!(revert.status().is_success(), "{}", revert.status());
+    let (reverted, version) = app.generate(Some("2"), &body).await;
+    assert_eq!(version, 2);
+    assert_eq!(reverted, base, "the revert restores the base exactly");
+}
+
+async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
+    let app = spawn_app(db, |s| s.worker.enabled = false).await;
+    let many: Vec<Value> = (0..257)
+        .map(|i| fact(&format!("The mayor of town {i}"), "a man", "a woman"))
+        .collect();
+    let mut one_bad = facts();
+    one_bad[1]["source"] = json!("");
+    let mut twice = facts();
+    twice[2] = fact("the prince of  Wales", "a boy", "an old man");
+    let mut unknown = facts();
+    unknown[0]["colour"] = json!("red");
+    let cases = [
+        (json!({"facts": []}), "empty", Some("facts")),
+        (json!({"facts": many}), "too_many", Some("facts")),
+        (json!({"facts": one_bad}), "empty", Some("facts[1].source")),
+        (
+            json!({"facts": twice}),
+            "duplicate_subject",
+            Some("facts[2].subject"),
+        ),
+        (
+            json!({"facts": facts(), "layer": 99}),
+            "layer_out_of_range",
+            Some("layer"),
+        ),
+        (json!({"facts": unknown}), "invalid_body", None),
+        (
+            json!({"facts": facts(), "gate": {"negatives": [{"prompt": "a cat", "new": "a dog"}]}}),
+            "unsupported",
+            Some("gate"),
+        ),
+    ];
+    for (body, code, field) in cases {
+        let response = app.post_edit(&body, None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{code}: {body}"
+        );
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{error}");
+        if let Some(field) = field {
+            assert_eq!(error["error"]["field"], field, "{error}");
+        }
+    }
+    let listed = app.get_json("/edits").await;
+    assert_eq!(
+        listed["total"], 0,
+        "a refused batch stored an edit: {listed}"
+    );
+}
