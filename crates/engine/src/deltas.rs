@@ -199,7 +199,7 @@ impl DeltaSet {
 
 /// The rank from which one dense product `x · ΔWᵀ` costs no more than the factored
 /// `(x · Uᵀ) · V`: r·(inner + hidden) ≥ inner·hidden.
-pub fn dense_from_rank(inner: usize, hidden: usize) -> usize {
+pub(crate) fn dense_from_rank(inner: usize, hidden: usize) -> usize {
     (inner * hidden).div_ceil(inner + hidden).max(1)
 }
 
@@ -244,7 +244,8 @@ impl LowRankTerms {
     }
 
     /// True when the terms were multiplied out into one dense matrix.
-    pub fn is_dense(&self) -> bool {
+    #[cfg(test)]
+    fn is_dense(&self) -> bool {
         matches!(self.form, TermsForm::Dense { .. })
     }
 }
@@ -270,7 +271,7 @@ impl PreparedDeltas {
     }
 
     /// The composed terms of `layer`, if any delta touches it.
-    pub fn at(&self, layer: usize) -> Option<&LowRankTerms> {
+    pub(crate) fn at(&self, layer: usize) -> Option<&LowRankTerms> {
         self.layers.get(layer).and_then(|t| t.as_ref())
     }
 }
@@ -317,6 +318,37 @@ mod tests {
         );
         // Another encoder depth gets its own tensors (and the layer check).
         assert!(version.prepare(1, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn past_the_dense_rank_the_terms_are_multiplied_out_with_the_same_product() {
+        // inner 6, hidden 4: the dense product is the cheaper one from rank 3.
+        assert_eq!(dense_from_rank(6, 4), 3);
+        let two = DeltaSet::new(vec![delta(1, 0.5), delta(1, -2.0)]);
+        let three = two.with(delta(1, 1.25));
+        let factored = two.prepare(2, &Device::Cpu).unwrap();
+        let dense = three.prepare(2, &Device::Cpu).unwrap();
+        assert!(!factored.at(1).unwrap().is_dense());
+        assert!(dense.at(1).unwrap().is_dense());
+        // x·ΔWᵀ of three deltas = that of the first two plus the third's x·u v.
+        let third = DeltaSet::new(vec![three.iter().last().unwrap().clone()]);
+        let third = third.prepare(2, &Device::Cpu).unwrap();
+        let expected: Vec<f32> = applied(&factored, 1)
+            .iter()
+            .zip(applied(&third, 1))
+            .map(|(a, b)| a + b)
+            .collect();
+        for (got, want) in applied(&dense, 1).iter().zip(&expected) {
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "dense {got} vs factored {want}"
+            );
+        }
+        // A revert back under the threshold is factored again, and exact.
+        let reverted = three.without(three.iter().last().unwrap());
+        let reverted = reverted.prepare(2, &Device::Cpu).unwrap();
+        assert!(!reverted.at(1).unwrap().is_dense());
+        assert_eq!(applied(&reverted, 1), applied(&factored, 1));
     }
 
     #[test]

@@ -64,6 +64,21 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// The batch edit of `edits` on the base model, unobserved.
+    fn batch_on_base(
+        &self,
+        edits: &[ValidatedEdit],
+    ) -> refact_engine::Result<refact_engine::refact::BatchOutcome> {
+        compute_batch_edit(
+            &self.model.encoder,
+            &self.model.tokenizer,
+            &self.stats,
+            edits,
+            &DeltaSet::empty(),
+            &mut |_, _| ControlFlow::Continue(()),
+        )
+    }
+
     fn validated(&self, facts: &[(&str, &str, &str)]) -> Vec<ValidatedEdit> {
         facts
             .iter()
@@ -85,10 +100,6 @@ impl Fc2Hook for CaptureOutput {
         self.0 = Some(output.clone());
         Ok(output)
     }
-}
-
-fn no_observer() -> impl FnMut(usize, refact_engine::refact::IterationReport) -> ControlFlow<()> {
-    |_, _| ControlFlow::Continue(())
 }
 
 #[test]
@@ -199,15 +210,7 @@ fn a_batch_of_one_is_the_single_edit() {
     let s = setup();
     let m = &s.model;
     let edits = s.validated(&FACTS[..1]);
-    let batch = compute_batch_edit(
-        &m.encoder,
-        &m.tokenizer,
-        &s.stats,
-        &edits,
-        &DeltaSet::empty(),
-        &mut no_observer(),
-    )
-    .unwrap();
+    let batch = s.batch_on_base(&edits).unwrap();
     let alone = compute_edit(
         &m.encoder,
         &m.tokenizer,
@@ -223,16 +226,8 @@ fn a_batch_of_one_is_the_single_edit() {
 #[test]
 fn one_subject_twice_in_a_batch_is_refused() {
     let s = setup();
-    let m = &s.model;
     let edits = s.validated(&[FACTS[0], ("The Prince of Wales", "a boy", "an old man")]);
-    let result = compute_batch_edit(
-        &m.encoder,
-        &m.tokenizer,
-        &s.stats,
-        &edits,
-        &DeltaSet::empty(),
-        &mut no_observer(),
-    );
+    let result = s.batch_on_base(&edits);
     assert!(
         matches!(result, Err(EngineError::Numerical(ref m)) if m.contains("too alike")),
         "{result:?}"

@@ -42,7 +42,7 @@ impl ModelBackend for ScriptedModel {
         &self.summary
     }
 
-    fn delta(&self, stored: &refact_store::StoredDelta) -> Result<usize, EngineError> {
+    fn delta(&self, stored: refact_store::StoredDelta) -> Result<usize, EngineError> {
         Ok(stored.layer as usize)
     }
 

@@ -189,9 +189,10 @@ async fn load_versions<B: ModelBackend>(
         )));
     }
     let head = store.head().await?;
-    let held = store.version_deltas(0, head.number).await?;
+    // Taken out of the map as each version is loaded: the factors are moved, not copied.
+    let mut held = store.version_deltas(0, head.number).await?;
     for version in store.versions_up_to(head.number).await? {
-        let deltas = held.get(&version.number).map_or(&[][..], Vec::as_slice);
+        let deltas = held.remove(&version.number).unwrap_or_default();
         versions.insert(backend, &version, deltas)?;
     }
     Ok(())

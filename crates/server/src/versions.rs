@@ -74,7 +74,7 @@ impl<B: ModelBackend> VersionRegistry<B> {
         &self,
         backend: &B,
         version: &Version,
-        held: &[StoredDelta],
+        held: Vec<StoredDelta>,
     ) -> Result<(), ApiError> {
         let mut inner = self.inner.write().expect("version registry poisoned");
         if inner.versions.contains_key(&version.number) {
@@ -103,7 +103,7 @@ impl<B: ModelBackend> VersionRegistry<B> {
                     )));
                 }
                 let deltas = held
-                    .iter()
+                    .into_iter()
                     .map(|stored| backend.delta(stored))
                     .collect::<Result<Vec<_>, _>>()?;
                 inner.deltas.insert(version.number, deltas);
@@ -153,11 +153,11 @@ impl<B: ModelBackend> VersionRegistry<B> {
             return Ok(None);
         }
         let from = self.head().map_or(0, |h| h + 1);
-        let held = store.version_deltas(from, n).await?;
+        let mut held = store.version_deltas(from, n).await?;
         for number in from..=n {
             match store.get_version(number).await? {
                 Some(version) => {
-                    let deltas = held.get(&number).map_or(&[][..], Vec::as_slice);
+                    let deltas = held.remove(&number).unwrap_or_default();
                     self.insert(backend, &version, deltas)?
                 }
                 None => return Ok(None),

@@ -5,6 +5,7 @@ use super::request::{EditRequest, HyperParams, ValidatedEdit};
 use crate::error::{EngineError, InvalidKind, Result};
 use crate::tokenizer::ClipTokenizer;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Most facts one batch may hold. Each fact is optimised like a single edit (in passes of
 /// [`super::FACTS_PER_PASS`]), so the limit bounds a job's length, not its memory.
@@ -75,24 +76,24 @@ impl BatchRequest {
             ));
         }
         let mut validated: Vec<ValidatedEdit> = Vec::with_capacity(self.facts.len());
+        // Each subject's token ids, with the first fact that had them: subjects the
+        // tokenizer cannot tell apart are one key.
+        let mut subjects: HashMap<Vec<u32>, usize> = HashMap::with_capacity(self.facts.len());
         for i in 0..self.facts.len() {
             let edit = self
                 .fact_request(i)
                 .validate(tokenizer, num_layers)
                 .map_err(|err| in_fact(i, err))?;
-            let key = tokenizer.encode(&edit.subject)?;
-            for (j, earlier) in validated.iter().enumerate() {
-                if tokenizer.encode(&earlier.subject)? == key {
-                    return Err(EngineError::invalid(
-                        InvalidKind::DuplicateSubject,
-                        format!("facts[{i}].subject"),
-                        format!(
-                            "fact {i} has the subject of fact {j} ({:?}); one update cannot \
-                             give one subject two values",
-                            edit.subject
-                        ),
-                    ));
-                }
+            if let Some(j) = subjects.insert(tokenizer.encode(&edit.subject)?, i) {
+                return Err(EngineError::invalid(
+                    InvalidKind::DuplicateSubject,
+                    format!("facts[{i}].subject"),
+                    format!(
+                        "fact {i} has the subject of fact {j} ({:?}); one update cannot \
+                         give one subject two values",
+                        edit.subject
+                    ),
+                ));
             }
             validated.push(edit);
         }
@@ -147,16 +148,6 @@ impl<'de> Deserialize<'de> for EditJob {
 }
 
 impl EditJob {
-    /// The facts' requests, each with the job's layer and hyper-parameters.
-    pub fn fact_requests(&self) -> Vec<EditRequest> {
-        match self {
-            EditJob::Single(request) => vec![request.clone()],
-            EditJob::Batch(batch) => (0..batch.facts.len())
-                .map(|i| batch.fact_request(i))
-                .collect(),
-        }
-    }
-
     /// Validates the job: one fact as always, a batch with fact-named fields.
     pub fn validate(
         &self,
@@ -219,8 +210,10 @@ mod tests {
             r#"{"facts": [{"prompt": "a", "source": "b", "target": "c"}], "layer": 3}"#,
         )
         .unwrap();
-        assert!(batch.is_batch());
-        assert_eq!(batch.fact_requests()[0].layer, Some(3));
+        let EditJob::Batch(batch) = batch else {
+            panic!("a body with facts parsed as a single edit");
+        };
+        assert_eq!(batch.fact_request(0).layer, Some(3));
         let err = serde_json::from_str::<EditJob>(r#"{"facts": [{"prompt": "a", "colour": 1}]}"#)
             .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");

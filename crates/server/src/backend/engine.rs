@@ -166,7 +166,7 @@ impl ModelBackend for EngineBackend {
         request.is_batch()
     }
 
-    fn delta(&self, stored: &StoredDelta) -> Result<Arc<Delta>, EngineError> {
+    fn delta(&self, stored: StoredDelta) -> Result<Arc<Delta>, EngineError> {
         let delta = engine_delta(stored)?;
         let config = self.model.text.encoder.config();
         delta.check(
@@ -309,7 +309,7 @@ pub(super) fn stored_delta(delta: Delta) -> StoredDelta {
 }
 
 /// A stored delta in the engine's form. Only the first text encoder exists in SD v1.x.
-pub(super) fn engine_delta(stored: &StoredDelta) -> Result<Delta, EngineError> {
+pub(super) fn engine_delta(stored: StoredDelta) -> Result<Delta, EngineError> {
     let bad = |message: String| EngineError::invalid(InvalidKind::BadShape, "delta", message);
     if stored.encoder != "text" {
         return Err(bad(format!(
@@ -322,8 +322,8 @@ pub(super) fn engine_delta(stored: &StoredDelta) -> Result<Delta, EngineError> {
     Ok(Delta {
         layer,
         rank,
-        u: stored.u.clone(),
-        v: stored.v.clone(),
+        u: stored.u,
+        v: stored.v,
     })
 }
 

@@ -29,7 +29,7 @@ impl EngineBackend {
         let case = gate_case(request, gate);
         let mut edited = parent.clone();
         for stored in &edit.deltas {
-            edited = edited.with(Arc::new(super::engine::engine_delta(stored)?));
+            edited = edited.with(Arc::new(super::engine::engine_delta(stored.clone())?));
         }
         let text = check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?;
         let images = match &gate.images {

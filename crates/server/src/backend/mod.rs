@@ -29,7 +29,7 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn summary(&self) -> &ModelSummary;
 
     /// Builds one delta from its stored vectors (`fc2.weight += v uᵀ` at `layer`).
-    fn delta(&self, stored: &refact_store::StoredDelta) -> Result<Self::Delta, EngineError>;
+    fn delta(&self, stored: refact_store::StoredDelta) -> Result<Self::Delta, EngineError>;
 
     /// A version made of these deltas, in order (empty: the base model).
     fn compose(&self, deltas: &[Self::Delta]) -> Result<Self::Deltas, EngineError>;
