@@ -5,14 +5,15 @@
 //! key maps to its own target_init + δ. Checked on the 48-wide fixture with the paper's
 //! hyper-parameters.
 
-use candle_core::{Device, IndexOp, Tensor};
+mod common;
+
+use candle_core::{Device, Tensor};
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_batch_edit, compute_edit, default_layer, Corpus, EditRequest, LayerStatistics,
     ValidatedEdit,
 };
-use refact_engine::text_encoder::{Fc2Hook, Mode};
 use refact_engine::EngineError;
 use refact_testkit::cosine;
 use std::ops::ControlFlow;
@@ -93,15 +94,6 @@ impl Setup {
     }
 }
 
-struct CaptureOutput(Option<Tensor>);
-
-impl Fc2Hook for CaptureOutput {
-    fn fc2(&mut self, _input: &Tensor, output: Tensor) -> candle_core::Result<Tensor> {
-        self.0 = Some(output.clone());
-        Ok(output)
-    }
-}
-
 #[test]
 fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
     let s = setup();
@@ -125,9 +117,6 @@ fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
     assert_eq!(batch.facts.len(), FACTS.len());
 
     let edited = base.with(Arc::new(batch.delta.clone()));
-    let prepared = edited
-        .prepare(m.encoder.num_layers(), &Device::Cpu)
-        .unwrap();
     let (mut nearer_alone, mut nearer_in_batch) = (0, 0);
     for (f, edit) in edits.iter().enumerate() {
         // The same δ, steps and probabilities as the fact edited alone.
@@ -157,28 +146,15 @@ fn a_batch_gives_every_fact_its_single_edit_delta_and_value() {
         }
 
         // With the batch's one delta, the fact's key gives target_init + δ.
-        let ids = m
-            .encoder
-            .padded_ids(&m.tokenizer, &[&edit.request.prompt])
-            .unwrap();
-        let hidden = m.encoder.embed(&ids).unwrap();
-        let mut capture = CaptureOutput(None);
-        m.encoder
-            .run_layers(
-                &hidden,
-                0..s.layer + 1,
-                &prepared,
-                Mode::Inference,
-                Some((s.layer, &mut capture)),
-            )
-            .unwrap();
-        let written: Vec<f32> = capture
-            .0
-            .unwrap()
-            .i((0, edit.rewriting_indices[0]))
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let written: Vec<f32> = common::fc2_output_at(
+            m,
+            &edited,
+            &edit.request.prompt,
+            s.layer,
+            edit.rewriting_indices[0],
+        )
+        .to_vec1()
+        .unwrap();
         let expected: Vec<f32> = fact
             .vectors
             .target_init

@@ -11,13 +11,14 @@
 //! after a revert. Each case names its parents: earlier cases whose golden (layer, u, v)
 //! make the version the edit is computed on.
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+mod common;
+
+use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_edit, Corpus, EditOutcome, EditRequest, HyperParams, LayerStatistics,
 };
-use refact_engine::text_encoder::{Fc2Hook, Mode};
 use refact_testkit::{cosine, golden_json_in, goldens_in, max_abs_diff};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -355,16 +356,6 @@ fn statistics_match_the_reference_at_every_layer_used() {
     }
 }
 
-/// Records fc2's output at the hooked layer.
-struct CaptureOutput(Option<Tensor>);
-
-impl Fc2Hook for CaptureOutput {
-    fn fc2(&mut self, _input: &Tensor, output: Tensor) -> candle_core::Result<Tensor> {
-        self.0 = Some(output.clone());
-        Ok(output)
-    }
-}
-
 #[test]
 fn after_the_insert_the_edited_weight_maps_the_key_to_target_init_plus_delta() {
     for name in ["tiny-sd", "tiny-sd-48"] {
@@ -373,22 +364,9 @@ fn after_the_insert_the_edited_weight_maps_the_key_to_target_init_plus_delta() {
         let e = f.compute("refact", &DeltaSet::empty());
         let layer = e.delta.layer;
         let v1 = DeltaSet::empty().with(Arc::new(e.delta.clone()));
-        let prepared = v1.prepare(m.encoder.num_layers(), &Device::Cpu).unwrap();
         let prompt = f.json["refact"]["request"]["prompt"].as_str().unwrap();
-        let ids = m.encoder.padded_ids(&m.tokenizer, &[prompt]).unwrap();
-        let hidden = m.encoder.embed(&ids).unwrap();
-        let mut capture = CaptureOutput(None);
-        m.encoder
-            .run_layers(
-                &hidden,
-                0..layer + 1,
-                &prepared,
-                Mode::Inference,
-                Some((layer, &mut capture)),
-            )
-            .unwrap();
         let index = f.json["refact"]["lookup_index"].as_u64().unwrap() as usize;
-        let written = capture.0.unwrap().i((0, index)).unwrap();
+        let written = common::fc2_output_at(m, &v1, prompt, layer, index);
         let expected: Vec<f32> = e
             .vectors
             .target_init

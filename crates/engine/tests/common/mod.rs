@@ -1,5 +1,6 @@
 //! The fixture pipeline (tiny-sd by default) loaded once per test, shared by the test
-//! files that render images. Each file uses only part of it.
+//! files that render images, and what the edit tests read out of the text encoder. Each
+//! file uses only part of it.
 #![allow(dead_code)]
 
 use candle_core::{DType, Device};
@@ -42,4 +43,49 @@ impl Fixture {
             scheduler_config: &self.scheduler,
         }
     }
+}
+
+/// fc2's output at `layer`, row `index`, of `prompt` on the encoder at version `deltas`:
+/// where an edit's insert is checked (W k = target_init + δ).
+pub fn fc2_output_at(
+    model: &TextModel,
+    deltas: &refact_engine::deltas::DeltaSet,
+    prompt: &str,
+    layer: usize,
+    index: usize,
+) -> candle_core::Tensor {
+    use candle_core::IndexOp;
+    use refact_engine::text_encoder::{Fc2Hook, Mode};
+
+    struct CaptureOutput(Option<candle_core::Tensor>);
+    impl Fc2Hook for CaptureOutput {
+        fn fc2(
+            &mut self,
+            _input: &candle_core::Tensor,
+            output: candle_core::Tensor,
+        ) -> candle_core::Result<candle_core::Tensor> {
+            self.0 = Some(output.clone());
+            Ok(output)
+        }
+    }
+
+    let encoder = &model.encoder;
+    let prepared = deltas.prepare(encoder.num_layers(), &Device::Cpu).unwrap();
+    let ids = encoder.padded_ids(&model.tokenizer, &[prompt]).unwrap();
+    let hidden = encoder.embed(&ids).unwrap();
+    let mut capture = CaptureOutput(None);
+    encoder
+        .run_layers(
+            &hidden,
+            0..layer + 1,
+            &prepared,
+            Mode::Inference,
+            Some((layer, &mut capture)),
+        )
+        .unwrap();
+    capture
+        .0
+        .expect("the hook runs at the layer")
+        .i((0, index))
+        .unwrap()
 }
