@@ -1,7 +1,8 @@
 //! Engine benchmark at Stable Diffusion v1.5 sizes with random weights.
 //!
 //! `cargo bench -p refact-engine --bench engine [-- --reps N] [-- --quick]` prints a
-//! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts, one UNet step with
+//! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts (at the base version and
+//! at a version holding 1,000 rank-one edits of layer 7), one UNet step with
 //! classifier-free guidance (batch 2) at 256 and 512 px, the VAE decode at 256 and
 //! 512 px (`--quick` skips the 512 px cases, the slow ones), with the peak resident
 //! memory of each case. Each case runs in a child process of this binary
@@ -11,7 +12,7 @@
 //! touched, which hides most of the memory and flatters the time.
 
 use candle_core::{DType, Device, Tensor};
-use refact_engine::deltas::DeltaSet;
+use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::random_weights::RandomWeights;
 use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
@@ -19,6 +20,7 @@ use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
 use refact_engine::vae::{Vae, VaeConfig};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One measured case: what it runs and at which image size.
@@ -27,6 +29,11 @@ enum Case {
     /// 10 prompts of `tokens` tokens each (77: padded, as generation encodes them).
     TextEncoder {
         tokens: usize,
+    },
+    /// 10 prompts of 77 tokens at a version holding `edits` rank-one edits of layer 7,
+    /// prepared once as the service does when a version is loaded.
+    EditedTextEncoder {
+        edits: usize,
     },
     UnetStep {
         pixels: usize,
@@ -40,6 +47,7 @@ impl Case {
     fn name(self) -> String {
         match self {
             Case::TextEncoder { tokens } => format!("text-{tokens}"),
+            Case::EditedTextEncoder { edits } => format!("edited-{edits}"),
             Case::UnetStep { pixels } => format!("unet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
         }
@@ -50,6 +58,9 @@ impl Case {
             Case::TextEncoder { tokens } => {
                 format!("CLIP ViT-L/14 text encoder, 10 prompts × {tokens} tokens (f32)")
             }
+            Case::EditedTextEncoder { edits } => format!(
+                "CLIP ViT-L/14 text encoder, 10 prompts × 77 tokens, version of {edits} edits (f32)"
+            ),
             Case::UnetStep { pixels } => format!(
                 "UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
                 pixels / 8
@@ -65,6 +76,7 @@ impl Case {
         let pixels = pixels.parse().ok()?;
         match kind {
             "text" => Some(Case::TextEncoder { tokens: pixels }),
+            "edited" => Some(Case::EditedTextEncoder { edits: pixels }),
             "unet" => Some(Case::UnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
             _ => None,
@@ -100,6 +112,30 @@ fn prompt_ids(prompts: usize, tokens: usize, device: &Device) -> Tensor {
         ids.resize((p + 1) * tokens, EOS);
     }
     Tensor::from_vec(ids, (prompts, tokens), device).expect("ids")
+}
+
+/// `edits` rank-one deltas of layer 7 with random unit `u` and `v` of an edit's size,
+/// prepared (stacked, and above the dense threshold summed into one weight delta) as the
+/// service prepares a version once when it is committed or loaded.
+fn random_edits(edits: usize, config: &ClipTextConfig, device: &Device) -> DeltaSet {
+    let (inner, hidden) = (config.intermediate_size, config.hidden_size);
+    let random = |len: usize, std: f32| -> Vec<f32> {
+        Tensor::randn(0f32, std, len, &Device::Cpu)
+            .and_then(|t| t.to_vec1())
+            .expect("random vector")
+    };
+    let deltas = (0..edits)
+        .map(|_| {
+            let mut u = random(inner, 1.0);
+            let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+            u.iter_mut().for_each(|x| *x /= norm);
+            Arc::new(Delta::rank_one(7, u, random(hidden, 0.1)))
+        })
+        .collect();
+    let set = DeltaSet::new(deltas);
+    set.prepare(config.num_hidden_layers, device)
+        .expect("prepare the version");
+    set
 }
 
 fn config_path(file: &str) -> PathBuf {
@@ -145,6 +181,21 @@ fn run_case(case: Case, reps: usize) {
             let build_secs = build.elapsed().as_secs_f64();
             let ids = prompt_ids(10, tokens, &device);
             let deltas = DeltaSet::empty();
+            let secs = time_runs(&device, reps, || {
+                encoder
+                    .forward(&ids, &deltas)
+                    .expect("encoder forward")
+                    .last_hidden_state
+            });
+            (secs, build_secs)
+        }
+        Case::EditedTextEncoder { edits } => {
+            let vb = weights.var_builder(DType::F32, &device);
+            let config = ClipTextConfig::vit_l14();
+            let encoder = ClipTextEncoder::new(vb, config.clone(), EOS).expect("encoder");
+            let deltas = random_edits(edits, &config, &device);
+            let build_secs = build.elapsed().as_secs_f64();
+            let ids = prompt_ids(10, 77, &device);
             let secs = time_runs(&device, reps, || {
                 encoder
                     .forward(&ids, &deltas)
@@ -209,6 +260,7 @@ fn run_all(quick: bool, reps: usize) {
     let cases = [
         Case::TextEncoder { tokens: 12 },
         Case::TextEncoder { tokens: 77 },
+        Case::EditedTextEncoder { edits: 1000 },
         Case::UnetStep { pixels: 256 },
         Case::UnetStep { pixels: 512 },
         Case::VaeDecode { pixels: 256 },

@@ -10,6 +10,8 @@
 //! assets/coco_val2017_captions.txt   the caption corpus (also embedded in the engine)
 //! ```
 
+pub mod facts;
+
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
