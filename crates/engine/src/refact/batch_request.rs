@@ -11,6 +11,23 @@ use std::collections::HashMap;
 /// [`super::FACTS_PER_PASS`]), so the limit bounds a job's length, not its memory.
 pub const MAX_FACTS: usize = 256;
 
+/// Refuses a batch of more facts than the edited MLP's inner size: the batch's delta has
+/// one rank per fact, and a delta of fc2 cannot have a rank above its input size, so
+/// some key would not get its value. Checked before any work is done.
+pub fn check_batch_size(facts: usize, intermediate_size: usize) -> Result<()> {
+    if facts > intermediate_size {
+        return Err(EngineError::invalid(
+            InvalidKind::TooMany,
+            "facts",
+            format!(
+                "{facts} facts; this model's MLP has inner size {intermediate_size}, so one \
+                 update can give at most {intermediate_size} keys their own values"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One fact of a batch: an edit request without the batch-wide settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,5 +277,17 @@ mod tests {
             field_of(wrong_layer.validate(&t, 12)),
             (InvalidKind::LayerOutOfRange, "layer".into())
         );
+    }
+
+    #[test]
+    fn a_batch_cannot_outrank_the_mlp() {
+        assert!(check_batch_size(96, 96).is_ok());
+        match check_batch_size(97, 96) {
+            Err(EngineError::Invalid { kind, field, .. }) => {
+                assert_eq!(kind, InvalidKind::TooMany);
+                assert_eq!(field, "facts");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! A batch edit runs the same steps for many facts at once (their δ's in the same
 //! passes) and ends in one rank-n insert; a single edit is a batch of one.
 
+use super::batch_request::check_batch_size;
 use super::insert::solve_values;
 use super::optimize::{optimise, IterationReport, Objective, Optimised};
 use super::request::ValidatedEdit;
@@ -195,6 +196,7 @@ pub fn compute_batch_edit(
             "fact {i} is at another layer than fact 0; a batch edits one layer"
         )));
     }
+    check_batch_size(edits.len(), encoder.config().intermediate_size)?;
     if stats.layer != layer || stats.dim != encoder.config().intermediate_size {
         return Err(EngineError::Numerical(format!(
             "statistics are for layer {} (size {}), the edit is at layer {layer}",

@@ -20,7 +20,7 @@ pub mod stats_cache;
 pub mod templates;
 mod upper_layers;
 
-pub use batch_request::{BatchRequest, EditJob, Fact, MAX_FACTS};
+pub use batch_request::{check_batch_size, BatchRequest, EditJob, Fact, MAX_FACTS};
 pub use corpus::Corpus;
 pub use edit::{
     compute_batch_edit, compute_edit, BatchOutcome, EditMetrics, EditOutcome, EditVectors,

@@ -10,7 +10,8 @@ use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams};
 use refact_engine::refact::{
-    compute_batch_edit, BatchOutcome, Corpus, EditJob, LayerStatistics, StatsCache, StatsOrigin,
+    check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, LayerStatistics,
+    StatsCache, StatsOrigin,
 };
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError, InvalidKind};
@@ -187,12 +188,12 @@ impl ModelBackend for EngineBackend {
     }
 
     fn validate_edit(&self, request: &EditJob) -> Result<(), EngineError> {
-        request
-            .validate(
-                &self.model.text.tokenizer,
-                self.model.text.encoder.num_layers(),
-            )
-            .map(|_| ())
+        let encoder = &self.model.text.encoder;
+        let facts = request.validate(&self.model.text.tokenizer, encoder.num_layers())?;
+        if request.is_batch() {
+            check_batch_size(facts.len(), encoder.config().intermediate_size)?;
+        }
+        Ok(())
     }
 
     fn compute_edit(
