@@ -1,7 +1,8 @@
 //! Batch edits over HTTP (issue 14): many facts as one job, one version holding one
-//! rank-n delta; bad batches refused naming the fact, with nothing stored.
+//! rank-n delta, with per-fact progress in the event stream; bad batches refused naming
+//! the fact, with nothing stored.
 
-use crate::helpers::{generate_body, spawn_app, Db};
+use crate::helpers::{generate_body, read_events, spawn_app, Db};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -37,7 +38,30 @@ async fn a_batch_of_facts_becomes_one_version(db: Db) {
     assert!(edit["request"]["layer"].is_u64(), "{edit}");
     assert_eq!(edit["request"]["facts"].as_array().unwrap().len(), 3);
 
+    // Per-fact progress in the event stream: every fact's iterations, each in order.
+    let events = app
+        .request(reqwest::Method::GET, &format!("/edits/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(read_events(events));
     assert_eq!(app.drain_queue().await, 1);
+    let events = reader.await.unwrap();
+    let mut iterations_by_fact = vec![Vec::new(); 3];
+    for (_, step) in events.iter().filter(|(name, _)| name == "progress") {
+        let fact = step["fact"]
+            .as_u64()
+            .expect("a batch's progress names the fact");
+        iterations_by_fact[fact as usize].push(step["iteration"].as_u64().unwrap());
+    }
+    for (fact, iterations) in iterations_by_fact.iter().enumerate() {
+        assert!(
+            !iterations.is_empty(),
+            "no progress for fact {fact}: {events:?}"
+        );
+        let in_order: Vec<u64> = (0..iterations.len() as u64).collect();
+        assert_eq!(iterations, &in_order, "fact {fact}'s iterations in order");
+    }
     let edit = app.get_json(&format!("/edits/{id}")).await;
     assert_eq!(edit["status"], "applied", "{edit}");
     assert_eq!(edit["version"], 1, "one version for the whole batch");
@@ -73,6 +97,11 @@ async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
     let many: Vec<Value> = (0..257)
         .map(|i| fact(&format!("The mayor of town {i}"), "a man", "a woman"))
         .collect();
+    // The service's demo fixture has an MLP of inner size 64: a 65-fact batch cannot
+    // give every key its value, and is refused before any work.
+    let over_rank: Vec<Value> = (0..65)
+        .map(|i| fact(&format!("The mayor of town {i}"), "a man", "a woman"))
+        .collect();
     let mut one_bad = facts();
     one_bad[1]["source"] = json!("");
     let mut twice = facts();
@@ -82,6 +111,7 @@ async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
     let cases = [
         (json!({"facts": []}), "empty", Some("facts")),
         (json!({"facts": many}), "too_many", Some("facts")),
+        (json!({"facts": over_rank}), "too_many", Some("facts")),
         (json!({"facts": one_bad}), "empty", Some("facts[1].source")),
         (
             json!({"facts": twice}),

@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
-on_both_databases!(a_second_push_creates_nothing_and_a_failed_gate_keeps_the_alias);
+on_both_databases!(
+    a_second_push_creates_nothing_and_a_failed_gate_keeps_the_alias,
+    a_batch_push_is_one_edit_and_one_version,
+);
 
 fn write_facts(dir: &Path, name: &str, edits: Vec<Value>) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -18,6 +21,11 @@ fn write_facts(dir: &Path, name: &str, edits: Vec<Value>) -> std::path::PathBuf 
 
 /// Runs `refact push` on a blocking thread (the server runs on this test's runtime).
 async fn push(app: &TestApp, file: &Path, promote: Option<&str>) -> Output {
+    push_with(app, file, promote, &[]).await
+}
+
+/// `refact push` with `extra` arguments.
+async fn push_with(app: &TestApp, file: &Path, promote: Option<&str>, extra: &[&str]) -> Output {
     let mut args = vec![
         "push".to_string(),
         file.display().to_string(),
@@ -31,6 +39,7 @@ async fn push(app: &TestApp, file: &Path, promote: Option<&str>) -> Output {
     if let Some(alias) = promote {
         args.extend(["--promote".into(), alias.into()]);
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let token = app.token.clone();
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_refact"))
@@ -152,4 +161,53 @@ async fn a_second_push_creates_nothing_and_a_failed_gate_keeps_the_alias(db: Db)
         3,
         "nothing stored for a refused edit"
     );
+}
+
+async fn a_batch_push_is_one_edit_and_one_version(db: Db) {
+    let app = spawn_app(db, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fact = |prompt: &str, source: &str, target: &str| {
+        json!({"prompt": prompt, "source": source, "target": target,
+               "hparams": {"max_steps": 8}})
+    };
+    let file = write_facts(
+        dir.path(),
+        "cabinet.yaml",
+        vec![
+            fact("The Prince of Wales", "Prince Charles", "Prince William"),
+            fact("The Prime Minister", "Boris Johnson", "Keir Starmer"),
+            fact("The Chancellor of Germany", "Angela Merkel", "Olaf Scholz"),
+        ],
+    );
+
+    let first = push_with(&app, &file, Some("production"), &["--batch"]).await;
+    let (stdout, stderr) = (text(&first.stdout), text(&first.stderr));
+    assert!(
+        first.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains("queued: batch of 3 facts"), "{stderr}");
+    // One row per fact, each with its own text check, all in version 1.
+    for label in [
+        "The Prince of Wales: Prince Charles → Prince William",
+        "The Prime Minister: Boris Johnson → Keir Starmer",
+        "The Chancellor of Germany: Angela Merkel → Olaf Scholz",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{stdout}"));
+        assert!(row.contains("applied") && row.contains("p 0."), "{row}");
+    }
+    assert!(stdout.contains("alias production -> version 1"), "{stdout}");
+    assert_eq!(edit_count(&app).await, 1, "one job for the whole file");
+    let edits = app.get_json("/edits").await;
+    assert_eq!(edits["items"][0]["metrics"]["rank"], 3, "{edits}");
+
+    // The same file again: the same batch edit, nothing new.
+    let second = push_with(&app, &file, None, &["--batch"]).await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("already pushed"));
+    assert_eq!(edit_count(&app).await, 1);
+    assert_eq!(app.store.head().await.unwrap().number, 1);
 }

@@ -32,6 +32,9 @@ pub struct Fact {
 impl Fact {
     /// A one-line description for progress and the summary: `prompt: source → target`.
     pub fn label(&self) -> String {
+        if let Some(facts) = self.body.get("facts").and_then(Value::as_array) {
+            return format!("batch of {} facts", facts.len());
+        }
         let text = |key: &str| self.body.get(key).and_then(Value::as_str).unwrap_or("?");
         format!(
             "{}: {} → {}",
@@ -79,6 +82,73 @@ pub fn parse_facts(text: &str) -> anyhow::Result<Vec<Fact>> {
     Ok(facts)
 }
 
+/// Fields of a facts-file edit that belong to the fact itself; the others (`layer`,
+/// `hparams`) are batch-wide and must agree across the file.
+const FACT_FIELDS: [&str; 5] = ["prompt", "subject", "source", "target", "contrastive"];
+const BATCH_FIELDS: [&str; 2] = ["layer", "hparams"];
+
+/// The whole file as one batch edit (`refact push --batch`): a `POST /edits` body with
+/// `facts`, and the batch-wide `layer` and `hparams` taken from the facts, which must
+/// agree. The key follows the batch's content, so pushing the same file again returns
+/// the same batch edit.
+pub fn batch_of(facts: &[Fact]) -> anyhow::Result<Fact> {
+    let mut shared = serde_json::Map::new();
+    let mut entries = Vec::with_capacity(facts.len());
+    for fact in facts {
+        let Value::Object(fields) = &fact.body else {
+            bail!("edit {} is not a mapping of fields", fact.index);
+        };
+        let mut entry = serde_json::Map::new();
+        for (name, value) in fields {
+            if FACT_FIELDS.contains(&name.as_str()) {
+                entry.insert(name.clone(), value.clone());
+            } else if BATCH_FIELDS.contains(&name.as_str()) {
+                match shared.get(name) {
+                    Some(first) if first != value => bail!(
+                        "edit {} has another `{name}` than the edits before it; a batch has one \
+                         `{name}` for all its facts (push without --batch, or split the file)",
+                        fact.index
+                    ),
+                    _ => {
+                        shared.insert(name.clone(), value.clone());
+                    }
+                }
+            } else if name == "gate" {
+                bail!(
+                    "edit {} has a gate; gates are measured per edit, and a batch edit takes \
+                     none yet (push without --batch)",
+                    fact.index
+                );
+            } else {
+                // Left in, so the server names the unknown field in its 422.
+                entry.insert(name.clone(), value.clone());
+            }
+        }
+        entries.push(Value::Object(entry));
+    }
+    // A batch-wide field set on some edits only would silently apply to all.
+    for name in BATCH_FIELDS {
+        if shared.contains_key(name) {
+            if let Some(fact) = facts.iter().find(|f| f.body.get(name).is_none()) {
+                bail!(
+                    "edit {} has no `{name}` while others do; a batch has one `{name}` for \
+                     all its facts",
+                    fact.index
+                );
+            }
+        }
+    }
+    let mut body = shared;
+    body.insert("facts".into(), Value::Array(entries));
+    let body = Value::Object(body);
+    let idempotency_key = format!("push-batch-{}", request_hash(&body));
+    Ok(Fact {
+        index: 1,
+        body,
+        idempotency_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +165,36 @@ mod tests {
         assert_ne!(a[0].idempotency_key, a[1].idempotency_key);
         assert_eq!(a[1].index, 2);
         assert_eq!(a[0].label(), "P: S → T");
+    }
+
+    #[test]
+    fn a_batch_lifts_the_shared_settings_and_refuses_disagreeing_ones() {
+        let facts = parse_facts(
+            "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T, layer: 7}\n",
+        )
+        .unwrap();
+        let batch = batch_of(&facts).unwrap();
+        assert_eq!(batch.body["layer"], 7);
+        assert_eq!(batch.body["facts"].as_array().unwrap().len(), 2);
+        assert!(batch.body["facts"][1].get("layer").is_none());
+        assert_eq!(batch.body["facts"][1]["prompt"], "Q");
+        assert!(batch.idempotency_key.starts_with("push-batch-"));
+
+        let disagree = parse_facts(
+            "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T, layer: 5}\n",
+        )
+        .unwrap();
+        let err = batch_of(&disagree).unwrap_err().to_string();
+        assert!(err.contains("edit 2 has another `layer`"), "{err}");
+        let partial = parse_facts(
+            "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T}\n",
+        )
+        .unwrap();
+        let err = batch_of(&partial).unwrap_err().to_string();
+        assert!(err.contains("edit 2 has no `layer`"), "{err}");
+        let gated =
+            parse_facts("edits:\n  - {prompt: P, source: S, target: T, gate: {}}\n").unwrap();
+        assert!(batch_of(&gated).unwrap_err().to_string().contains("gate"));
     }
 
     #[test]

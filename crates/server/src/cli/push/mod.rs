@@ -6,6 +6,9 @@
 //! stdout, and moves the alias to the newest of its versions only when every edit applied
 //! and passed its gate. Exit status: 0 when all passed (and the alias moved, if asked),
 //! 1 otherwise.
+//!
+//! With `--batch` the whole file goes as one batch edit: one job, one version, one row
+//! per fact in the summary (the facts must share `layer` and `hparams` and carry no gate).
 
 mod client;
 mod facts;
@@ -13,7 +16,7 @@ mod summary;
 
 use anyhow::{bail, Context};
 use client::{ApiClient, Submitted};
-use facts::{read_facts, Fact};
+use facts::{batch_of, read_facts, Fact};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,9 @@ pub struct Args {
     /// How often to ask the server how the edits are doing, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
+    /// Send every fact of the file as one batch edit: one job and one version for all.
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// One submitted fact and what is known about it so far.
@@ -59,8 +65,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn push(args: &Args, client: &ApiClient, facts: Vec<Fact>) -> anyhow::Result<ExitCode> {
     let total = facts.len();
-    let mut tracked = Vec::with_capacity(total);
-    for fact in facts {
+    // What is submitted: every fact on its own, or the one batch holding them all.
+    let jobs = if args.batch {
+        vec![batch_of(&facts)?]
+    } else {
+        facts.clone()
+    };
+    let mut tracked = Vec::with_capacity(jobs.len());
+    for fact in jobs {
         let submitted = client
             .submit(&fact.body, &fact.idempotency_key)
             .await
@@ -95,6 +107,9 @@ async fn push(args: &Args, client: &ApiClient, facts: Vec<Fact>) -> anyhow::Resu
     let mut outcomes = Vec::with_capacity(total);
     for t in tracked {
         outcomes.push(outcome(client, t).await?);
+    }
+    if args.batch {
+        outcomes = per_fact(outcomes.remove(0), facts);
     }
     print!("{}", summary::render(&outcomes));
     let all_passed = outcomes.iter().all(FactOutcome::succeeded);
@@ -169,17 +184,22 @@ fn is_terminal(edit: &Value) -> bool {
     )
 }
 
-/// `running: iteration 12, p(target) 0.53`, or just the status.
+/// `running: iteration 12, p(target) 0.53` (`running: fact 3, iteration 12, …` in a
+/// batch), or just the status.
 fn progress_line(edit: &Value) -> String {
     let status = edit["status"].as_str().unwrap_or("unknown");
     let progress = &edit["progress"];
+    let fact = progress["fact"]
+        .as_u64()
+        .map(|f| format!("fact {}, ", f + 1))
+        .unwrap_or_default();
     match (
         status,
         progress["iteration"].as_u64(),
         progress["probability"].as_f64(),
     ) {
         ("running", Some(iteration), Some(p)) => {
-            format!("running: iteration {iteration}, p(target) {p:.2}")
+            format!("running: {fact}iteration {iteration}, p(target) {p:.2}")
         }
         ("applied", ..) => format!("applied as version {}", edit["version"]),
         ("failed", ..) => format!("failed: {}", edit["error"].as_str().unwrap_or("")),
@@ -200,6 +220,7 @@ async fn outcome(client: &ApiClient, t: Tracked) -> anyhow::Result<FactOutcome> 
         None => (None, None),
     };
     Ok(FactOutcome {
+        fact_metrics: None,
         status: t.edit["status"].as_str().unwrap_or("unknown").to_string(),
         error: t.edit["error"].as_str().map(str::to_string),
         edit_id: t.id,
@@ -208,5 +229,21 @@ async fn outcome(client: &ApiClient, t: Tracked) -> anyhow::Result<FactOutcome> 
         gate_status,
         gate_metrics,
         fact: t.fact,
+        edit: t.edit,
     })
+}
+
+/// A batch edit's outcome as one row per fact of the file: the edit, its status and its
+/// version are shared; each fact has its own metrics from the batch's `facts` list.
+fn per_fact(batch: FactOutcome, facts: Vec<Fact>) -> Vec<FactOutcome> {
+    let metrics = batch.fact_metrics_list();
+    facts
+        .into_iter()
+        .enumerate()
+        .map(|(i, fact)| FactOutcome {
+            fact,
+            fact_metrics: metrics.get(i).cloned(),
+            ..batch.clone()
+        })
+        .collect()
 }

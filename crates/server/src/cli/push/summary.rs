@@ -21,6 +21,10 @@ pub struct FactOutcome {
     pub gate_status: Option<String>,
     /// The version's gate metrics.
     pub gate_metrics: Option<Value>,
+    /// In a batch edit, this fact's entry of the edit's `metrics.facts`.
+    pub fact_metrics: Option<Value>,
+    /// The edit as the server last returned it.
+    pub edit: Value,
 }
 
 impl FactOutcome {
@@ -36,8 +40,26 @@ impl FactOutcome {
         }
     }
 
-    /// The text-space metrics of the gate: `E 1.00 G 0.80 S 1.00`.
+    /// Each fact's metrics of a batch edit's `metrics.facts`, in the file's order.
+    pub fn fact_metrics_list(&self) -> Vec<Value> {
+        self.edit["metrics"]["facts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The text-space metrics of the gate, `E 1.00 G 0.80 S 1.00`; for a fact of a batch
+    /// (no gate), its own text check, `p 0.93, nearer target`.
     fn metrics_cell(&self) -> String {
+        if let Some(fact) = &self.fact_metrics {
+            let p = fact["final_probability"].as_f64().unwrap_or(f64::NAN);
+            let nearer = match fact["text_check"]["nearer_target"].as_bool() {
+                Some(true) => "nearer target",
+                Some(false) => "nearer source",
+                None => "no text check",
+            };
+            return format!("p {p:.2}, {nearer}");
+        }
         let Some(text) = self.gate_metrics.as_ref().map(|m| &m["text"]) else {
             return "-".into();
         };
@@ -136,7 +158,18 @@ mod tests {
                 json!({"text": {"efficacy": 1.0, "generality": null, "specificity": 0.5},
                        "failures": ["text specificity 0.500 is below 0.8"]})
             }),
+            fact_metrics: None,
+            edit: json!({}),
         }
+    }
+
+    #[test]
+    fn a_batch_fact_shows_its_own_text_check() {
+        let mut fact = outcome("applied", None);
+        fact.fact_metrics = Some(json!({"final_probability": 0.934,
+                                        "text_check": {"nearer_target": true}}));
+        let table = render(&[fact]);
+        assert!(table.contains("p 0.93, nearer target"), "{table}");
     }
 
     #[test]
