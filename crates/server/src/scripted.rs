@@ -127,7 +127,10 @@ impl ModelBackend for ScriptedModel {
                 })
                 .collect(),
         };
-        Ok(GateMeasurement { text, images: None })
+        Ok(GateMeasurement {
+            text: vec![text],
+            images: None,
+        })
     }
 
     fn validate_generate(&self, _params: &GenerateParams) -> Result<(), EngineError> {

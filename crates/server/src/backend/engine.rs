@@ -247,14 +247,6 @@ impl ModelBackend for EngineBackend {
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
     ) -> Result<GateMeasurement, EngineError> {
-        // Batches are refused a gate when submitted (`POST /edits`).
-        let EditJob::Single(request) = request else {
-            return Err(EngineError::invalid(
-                InvalidKind::TooMany,
-                "gate",
-                "quality gates are measured on single edits",
-            ));
-        };
         self.measure_gate_on_engine(request, gate, parent, edit, stopped)
     }
 

@@ -7,7 +7,7 @@ use crate::gate::{GateMeasurement, GateRequest, ImageGate};
 use candle_core::DType;
 use refact_engine::deltas::DeltaSet;
 use refact_engine::pipeline::GenerateParams as PipelineParams;
-use refact_engine::refact::EditRequest;
+use refact_engine::refact::{EditJob, EditRequest};
 use refact_engine::{image_io, EngineError, InvalidKind};
 use refact_eval::dataset::{EvalCase, Negative, Positive};
 use refact_eval::image_check::image_tests;
@@ -17,24 +17,53 @@ use std::path::Path;
 use std::sync::Arc;
 
 impl EngineBackend {
-    /// See [`super::ModelBackend::measure_gate`].
+    /// See [`super::ModelBackend::measure_gate`]. A batch is measured per fact (each
+    /// fact's efficacy on the batch's version) with the gate's positives and negatives
+    /// measured once, in the first fact's row; batches take no image gate (refused when
+    /// submitted).
     pub(super) fn measure_gate_on_engine(
         &self,
-        request: &EditRequest,
+        request: &EditJob,
         gate: &GateRequest,
         parent: &DeltaSet,
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
     ) -> Result<GateMeasurement, EngineError> {
-        let case = gate_case(request, gate);
         let mut edited = parent.clone();
         for stored in &edit.deltas {
             edited = edited.with(Arc::new(super::engine::engine_delta(stored.clone())?));
         }
-        let text = check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?;
-        let images = match &gate.images {
-            None => None,
-            Some(images) => Some(self.image_gate(&case, images, &edited, stopped)?),
+        let facts: Vec<EditRequest> = match request {
+            EditJob::Single(request) => vec![request.clone()],
+            EditJob::Batch(batch) => (0..batch.facts.len())
+                .map(|i| batch.fact_request(i))
+                .collect(),
+        };
+        let mut text = Vec::with_capacity(facts.len());
+        for (i, fact) in facts.iter().enumerate() {
+            if stopped() {
+                return Err(EngineError::Cancelled);
+            }
+            let case = if i == 0 {
+                gate_case(fact, gate)
+            } else {
+                fact_case(fact)
+            };
+            text.push(check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?);
+        }
+        let images = match (&gate.images, request) {
+            (None, _) => None,
+            (Some(images), EditJob::Single(request)) => {
+                let case = gate_case(request, gate);
+                Some(self.image_gate(&case, images, &edited, stopped)?)
+            }
+            (Some(_), EditJob::Batch(_)) => {
+                return Err(EngineError::invalid(
+                    InvalidKind::BadGenerationSetting,
+                    "gate.images",
+                    "image gates are measured on single edits",
+                ))
+            }
         };
         Ok(GateMeasurement { text, images })
     }
@@ -91,8 +120,8 @@ fn load_scorer(dir: &Path, device: &candle_core::Device) -> Result<Scorer, Engin
     Scorer::load(dir, device, DType::F32).map_err(engine_error)
 }
 
-/// The edit and the gate's prompts as one evaluation case.
-fn gate_case(request: &EditRequest, gate: &GateRequest) -> EvalCase {
+/// One fact of a batch without prompts of its own: only its efficacy is measured.
+fn fact_case(request: &EditRequest) -> EvalCase {
     EvalCase {
         row: 1,
         kind: None,
@@ -100,6 +129,14 @@ fn gate_case(request: &EditRequest, gate: &GateRequest) -> EvalCase {
         source: request.source.clone(),
         target: request.target.clone(),
         oracle: None,
+        positives: Vec::new(),
+        negatives: Vec::new(),
+    }
+}
+
+/// The edit and the gate's prompts as one evaluation case.
+fn gate_case(request: &EditRequest, gate: &GateRequest) -> EvalCase {
+    EvalCase {
         positives: gate
             .positives
             .iter()
@@ -118,6 +155,7 @@ fn gate_case(request: &EditRequest, gate: &GateRequest) -> EvalCase {
                 new: n.new.clone(),
             })
             .collect(),
+        ..fact_case(request)
     }
 }
 

@@ -8,18 +8,24 @@ use serde_json::{json, Value};
 /// What a gate measured on one edit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateMeasurement {
-    /// The text-space tests (one "seed").
-    pub text: SeedTests,
+    /// The text-space tests (one "seed"): one row for a single edit; one per fact for a
+    /// batch, each with its fact's efficacy, the gate's positives and negatives in the
+    /// first (they belong to no one fact and are measured once, on the batch's version).
+    pub text: Vec<SeedTests>,
     /// The image tests, one per seed, when the gate asked for images.
     pub images: Option<Vec<SeedTests>>,
 }
 
 /// Judges a measurement against the gate's thresholds. A metric without tests (no
-/// positives, say) is not judged. Returns the verdict and the JSON stored with the version:
-/// `passed`, `thresholds`, `text` and `images` metrics, and one line per `failures`.
+/// positives, say) is not judged. A batch's efficacy is the fraction of its facts whose
+/// prompt moved to their target, so the default `min_efficacy` of 1 asks it of every
+/// fact. Returns the verdict and the JSON stored with the version: `passed`, `thresholds`,
+/// `text` and `images` metrics, each fact's efficacy (`facts`, batches only), and one line
+/// per `failures`.
 pub fn verdict(gate: &GateRequest, measured: &GateMeasurement) -> (GateStatus, Value) {
     let mut failures = Vec::new();
-    let text = summarise(std::slice::from_ref(&vec![measured.text.clone()]));
+    let rows: Vec<Vec<SeedTests>> = measured.text.iter().map(|t| vec![t.clone()]).collect();
+    let text = summarise(&rows);
     judge("text", &text, gate, &mut failures);
     let images = measured.images.as_ref().map(|seeds| {
         let summary = summarise(std::slice::from_ref(seeds));
@@ -31,7 +37,8 @@ pub fn verdict(gate: &GateRequest, measured: &GateMeasurement) -> (GateStatus, V
     } else {
         GateStatus::Failed
     };
-    let text_metrics = measured.text.metrics();
+    let mean = |stat: Option<refact_eval::metrics::Stat>| stat.map(|s| s.mean);
+    let (generality, specificity) = (mean(text.generality), mean(text.specificity));
     let mut metrics = json!({
         "passed": failures.is_empty(),
         "thresholds": {
@@ -40,13 +47,20 @@ pub fn verdict(gate: &GateRequest, measured: &GateMeasurement) -> (GateStatus, V
             "specificity": gate.min_specificity,
         },
         "text": {
-            "efficacy": text_metrics.efficacy,
-            "generality": text_metrics.generality,
-            "specificity": text_metrics.specificity,
-            "f1": text_metrics.generality.zip(text_metrics.specificity).map(|(g, s)| f1(g, s)),
+            "efficacy": mean(text.efficacy),
+            "generality": generality,
+            "specificity": specificity,
+            "f1": generality.zip(specificity).map(|(g, s)| f1(g, s)),
         },
         "failures": failures,
     });
+    if measured.text.len() > 1 {
+        metrics["facts"] = measured
+            .text
+            .iter()
+            .map(|t| json!({"efficacy": t.metrics().efficacy}))
+            .collect();
+    }
     if let Some(images) = images {
         metrics["images"] = json!(images);
     }
@@ -111,7 +125,13 @@ mod tests {
             vec![pass(), pass(), pass(), pass(), fail()],
             vec![pass()],
         );
-        let (status, metrics) = verdict(&g, &GateMeasurement { text, images: None });
+        let (status, metrics) = verdict(
+            &g,
+            &GateMeasurement {
+                text: vec![text],
+                images: None,
+            },
+        );
         assert_eq!(status, GateStatus::Passed, "{metrics}");
         assert_eq!(metrics["text"]["generality"], 0.8);
         assert_eq!(metrics["text"]["f1"], 0.8f64.sqrt());
@@ -119,7 +139,13 @@ mod tests {
 
         // A leaking edit: half the negatives changed.
         let text = tests(0, pass(), vec![], vec![pass(), fail()]);
-        let (status, metrics) = verdict(&g, &GateMeasurement { text, images: None });
+        let (status, metrics) = verdict(
+            &g,
+            &GateMeasurement {
+                text: vec![text],
+                images: None,
+            },
+        );
         assert_eq!(status, GateStatus::Failed);
         assert_eq!(
             metrics["failures"][0],
@@ -134,7 +160,7 @@ mod tests {
         let (status, _) = verdict(
             &g,
             &GateMeasurement {
-                text: tests(0, tie, vec![], vec![]),
+                text: vec![tests(0, tie, vec![], vec![])],
                 images: None,
             },
         );
@@ -144,7 +170,7 @@ mod tests {
         let (status, _) = verdict(
             &lenient,
             &GateMeasurement {
-                text: tests(0, tie, vec![], vec![]),
+                text: vec![tests(0, tie, vec![], vec![])],
                 images: None,
             },
         );
@@ -163,7 +189,7 @@ mod tests {
         let (status, metrics) = verdict(
             &g,
             &GateMeasurement {
-                text: text.clone(),
+                text: vec![text.clone()],
                 images: Some(images),
             },
         );
@@ -177,11 +203,40 @@ mod tests {
         let (status, metrics) = verdict(
             &g,
             &GateMeasurement {
-                text,
+                text: vec![text],
                 images: Some(images),
             },
         );
         assert_eq!(status, GateStatus::Failed);
         assert_eq!(metrics["failures"][0], "images efficacy 0.000 is below 0.5");
+    }
+
+    #[test]
+    fn a_batch_is_judged_per_fact_and_overall() {
+        let g = gate(json!({}));
+        // Facts 0 and 1 moved to their targets, fact 2 did not; the gate's one negative
+        // (in the first row) held.
+        let text = vec![
+            tests(0, pass(), vec![], vec![pass()]),
+            tests(0, pass(), vec![], vec![]),
+            tests(0, fail(), vec![], vec![]),
+        ];
+        let (status, metrics) = verdict(&g, &GateMeasurement { text, images: None });
+        assert_eq!(status, GateStatus::Failed, "{metrics}");
+        assert_eq!(
+            metrics["facts"],
+            json!([{"efficacy": 1.0}, {"efficacy": 1.0}, {"efficacy": 0.0}])
+        );
+        assert_eq!(metrics["text"]["specificity"], 1.0);
+        assert_eq!(metrics["failures"][0], "text efficacy 0.667 is below 1");
+        // Two of three facts is enough for a gate that asks for 0.6.
+        let lenient = gate(json!({"min_efficacy": 0.6}));
+        let text = vec![
+            tests(0, pass(), vec![], vec![]),
+            tests(0, pass(), vec![], vec![]),
+            tests(0, fail(), vec![], vec![]),
+        ];
+        let (status, _) = verdict(&lenient, &GateMeasurement { text, images: None });
+        assert_eq!(status, GateStatus::Passed);
     }
 }

@@ -120,8 +120,9 @@ pub struct EditRequestDoc {
 }
 
 /// The body of a batch edit: many facts edited together at one layer into one version
-/// (one rank-n delta). At most 256 facts, no subject twice; a fact at fault is named
-/// in the error's field (`facts[3].subject`). Gates are not measured on batches.
+/// (one rank-n delta). At most 256 facts (and no more than the edited MLP's inner size),
+/// no subject twice; a fact at fault is named in the error's field (`facts[3].subject`).
+/// A gate is measured in text space, per fact (efficacy) and overall; no image gate.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by serde and utoipa only
@@ -131,6 +132,10 @@ pub struct BatchEditRequestDoc {
     /// Text-encoder layer to edit, for every fact (default: 7 of 12).
     layer: Option<usize>,
     hparams: Option<HyperParamsDoc>,
+    /// A quality gate: every fact's efficacy (`min_efficacy` is the fraction of facts
+    /// that must reach their target), the positives and negatives once on the batch's
+    /// version. `images` is refused.
+    gate: Option<GateRequest>,
 }
 
 /// One fact of a batch edit: the fields of a single edit that differ per fact.
@@ -230,11 +235,13 @@ pub async fn create_edit<B: ModelBackend>(
     let idempotency_key = idempotency_key(&headers)?;
     let (mut request, gate) = split_submission::<B::EditRequest>(body)?;
     state.backend.validate_edit(&request)?;
-    if gate.is_some() && state.backend.is_batch(&request) {
+    let images_gate = gate.as_ref().is_some_and(|g| g.images.is_some());
+    if images_gate && state.backend.is_batch(&request) {
         return Err(ApiError::invalid(
             "unsupported",
-            EDIT_GATE_FIELD,
-            "quality gates are measured on single edits; submit a batch without `gate`",
+            "gate.images",
+            "image gates are measured on single edits; a batch's gate is measured in text \
+             space (per fact and overall)",
         ));
     }
     if let Some(gate) = &gate {

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 on_both_databases!(
     a_batch_of_facts_becomes_one_version,
-    bad_batches_name_the_fact_and_store_nothing
+    bad_batches_name_the_fact_and_store_nothing,
+    a_batch_gate_is_judged_per_fact_and_a_failed_one_blocks_promotion,
 );
 
 fn fact(prompt: &str, source: &str, target: &str) -> Value {
@@ -125,9 +126,9 @@ async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
         ),
         (json!({"facts": unknown}), "invalid_body", None),
         (
-            json!({"facts": facts(), "gate": {"negatives": [{"prompt": "a cat", "new": "a dog"}]}}),
+            json!({"facts": facts(), "gate": {"images": {"seeds": [0]}}}),
             "unsupported",
-            Some("gate"),
+            Some("gate.images"),
         ),
     ];
     for (body, code, field) in cases {
@@ -148,4 +149,68 @@ async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
         listed["total"], 0,
         "a refused batch stored an edit: {listed}"
     );
+}
+
+/// The applied batch's version, after running the queue.
+async fn run_batch(app: &crate::helpers::TestApp, body: Value) -> (Value, Value) {
+    let response = app.post_edit(&body, None).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let edit: Value = response.json().await.unwrap();
+    assert_eq!(app.drain_queue().await, 1);
+    let edit = app
+        .get_json(&format!("/edits/{}", edit["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(edit["status"], "applied", "{edit}");
+    let version = app
+        .get_json(&format!("/versions/{}", edit["version"]))
+        .await;
+    (edit, version)
+}
+
+async fn a_batch_gate_is_judged_per_fact_and_a_failed_one_blocks_promotion(db: Db) {
+    let app = spawn_app(db, |s| s.worker.enabled = false).await;
+    // The default gate asks every fact to reach its target (min_efficacy 1). On the
+    // fixture, two of these three facts stay nearer their source after a short run, so
+    // the batch fails its gate, naming the overall efficacy.
+    let gate = json!({});
+    let body = json!({"facts": facts(), "hparams": {"max_steps": 8}, "gate": gate});
+    let (_, version) = run_batch(&app, body).await;
+    let per_fact = version["gate_metrics"]["facts"].to_string();
+    assert!(
+        per_fact.contains("0.0"),
+        "every fact reached its target: pick a harder fact for this test ({per_fact})"
+    );
+    assert_eq!(version["gate_status"], "failed", "{version}");
+    let failures = version["gate_metrics"]["failures"].to_string();
+    assert!(failures.contains("text efficacy"), "{failures}");
+    let response = app
+        .request(reqwest::Method::PUT, "/aliases/production")
+        .json(&json!({"version": version["number"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gate_failed", "{body}");
+
+    // No efficacy asked: the verdict rests on one unrelated negative, and each fact's
+    // efficacy is recorded beside it, agreeing with the edit's own text check.
+    let gate = json!({"min_efficacy": 0.0,
+                      "negatives": [{"prompt": "a bowl of fruit on a wooden table",
+                                     "new": "Prince William"}]});
+    let (edit, version) = run_batch(&app, json!({"facts": facts(), "gate": gate})).await;
+    assert_eq!(version["gate_status"], "passed", "{version}");
+    let metrics = &version["gate_metrics"];
+    assert_eq!(metrics["text"]["specificity"], 1.0, "{metrics}");
+    let per_fact = metrics["facts"].as_array().expect("per-fact gate metrics");
+    assert_eq!(per_fact.len(), 3);
+    let mut moved = 0;
+    for (i, fact) in per_fact.iter().enumerate() {
+        let nearer = edit["metrics"]["facts"][i]["text_check"]["nearer_target"]
+            .as_bool()
+            .unwrap();
+        assert_eq!(fact["efficacy"], if nearer { 1.0 } else { 0.0 }, "fact {i}");
+        moved += nearer as usize;
+    }
+    assert_eq!(metrics["text"]["efficacy"], moved as f64 / 3.0);
 }

@@ -115,8 +115,8 @@ pub fn batch_of(facts: &[Fact]) -> anyhow::Result<Fact> {
                 }
             } else if name == "gate" {
                 bail!(
-                    "edit {} has a gate; gates are measured per edit, and a batch edit takes \
-                     none yet (push without --batch)",
+                    "edit {} has a gate of its own; a batch edit takes one gate for all its \
+                     facts, which a facts file cannot give yet (push without --batch)",
                     fact.index
                 );
             } else {
