@@ -114,6 +114,36 @@ fn prompt_ids(prompts: usize, tokens: usize, device: &Device) -> Tensor {
     Tensor::from_vec(ids, (prompts, tokens), device).expect("ids")
 }
 
+/// 10 prompts of `tokens` tokens through the ViT-L/14 text encoder at a version of
+/// `edits` edits (0: the base model): (seconds per run, seconds to build).
+fn time_text_encoder(
+    weights: &RandomWeights,
+    device: &Device,
+    reps: usize,
+    tokens: usize,
+    edits: usize,
+) -> (Vec<f64>, f64) {
+    let build = Instant::now();
+    // The text encoder runs in f32 on every device.
+    let vb = weights.var_builder(DType::F32, device);
+    let config = ClipTextConfig::vit_l14();
+    let encoder = ClipTextEncoder::new(vb, config.clone(), EOS).expect("encoder");
+    let deltas = if edits == 0 {
+        DeltaSet::empty()
+    } else {
+        random_edits(edits, &config, device)
+    };
+    let build_secs = build.elapsed().as_secs_f64();
+    let ids = prompt_ids(10, tokens, device);
+    let secs = time_runs(device, reps, || {
+        encoder
+            .forward(&ids, &deltas)
+            .expect("encoder forward")
+            .last_hidden_state
+    });
+    (secs, build_secs)
+}
+
 /// `edits` rank-one deltas of layer 7 with random unit `u` and `v` of an edit's size,
 /// prepared (stacked, and above the dense threshold summed into one weight delta) as the
 /// service prepares a version once when it is committed or loaded.
@@ -173,37 +203,8 @@ fn run_case(case: Case, reps: usize) {
     let weights = RandomWeights::new(0);
     let build = Instant::now();
     let secs = match case {
-        Case::TextEncoder { tokens } => {
-            // The text encoder runs in f32 on every device.
-            let vb = weights.var_builder(DType::F32, &device);
-            let encoder =
-                ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), EOS).expect("encoder");
-            let build_secs = build.elapsed().as_secs_f64();
-            let ids = prompt_ids(10, tokens, &device);
-            let deltas = DeltaSet::empty();
-            let secs = time_runs(&device, reps, || {
-                encoder
-                    .forward(&ids, &deltas)
-                    .expect("encoder forward")
-                    .last_hidden_state
-            });
-            (secs, build_secs)
-        }
-        Case::EditedTextEncoder { edits } => {
-            let vb = weights.var_builder(DType::F32, &device);
-            let config = ClipTextConfig::vit_l14();
-            let encoder = ClipTextEncoder::new(vb, config.clone(), EOS).expect("encoder");
-            let deltas = random_edits(edits, &config, &device);
-            let build_secs = build.elapsed().as_secs_f64();
-            let ids = prompt_ids(10, 77, &device);
-            let secs = time_runs(&device, reps, || {
-                encoder
-                    .forward(&ids, &deltas)
-                    .expect("encoder forward")
-                    .last_hidden_state
-            });
-            (secs, build_secs)
-        }
+        Case::TextEncoder { tokens } => time_text_encoder(&weights, &device, reps, tokens, 0),
+        Case::EditedTextEncoder { edits } => time_text_encoder(&weights, &device, reps, 77, edits),
         Case::UnetStep { pixels } => {
             let config = UNetConfig::from_file(&config_path("sd15-unet.json")).expect("config");
             let vb = weights.var_builder(dtype, &device);
