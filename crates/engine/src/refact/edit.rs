@@ -345,32 +345,21 @@ fn optimise_facts(
     }
 
     // 5. δ.
-    let subject_positions: Vec<usize> = edits
-        .iter()
-        .flat_map(|e| e.rewriting_indices.iter().copied())
-        .collect();
-    let owners: Vec<usize> = (0..edits.len())
-        .flat_map(|f| std::iter::repeat_n(f, prompts_per_fact))
-        .collect();
-    let upper = UpperLayers::new(
+    let parts = ObjectiveParts {
         encoder,
+        tokenizer,
         prepared,
         layer,
-        rewriting.after_layer.clone(),
-        &subject_positions,
-        &rewriting.eos,
-        &owners,
-    )?;
-    let scored = same_path_candidates(tokenizer, edits, &upper, &candidates)?;
-    let objective = Objective::new(
-        upper,
-        &scored,
+        edits,
+        stream: &rewriting.after_layer,
+        eos: &rewriting.eos,
+        candidates: &candidates,
         prompts_per_fact,
-        hparams.weight_decay,
-        &target_init_norms,
-    )?;
+        weight_decay: hparams.weight_decay,
+        target_init_norms: &target_init_norms,
+    };
     let optimised = optimise(
-        &objective,
+        &|facts: &[usize]| parts.objective(facts),
         target_inits[0].len(),
         hparams,
         &target_init_norms,
@@ -392,6 +381,64 @@ fn optimise_facts(
             },
         )
         .collect())
+}
+
+/// What the objective of any subset of a pass's facts is built from: the optimisation
+/// starts with every fact and drops those that have stopped (see [`optimise`]).
+struct ObjectiveParts<'a> {
+    encoder: &'a ClipTextEncoder,
+    tokenizer: &'a ClipTokenizer,
+    prepared: &'a PreparedDeltas,
+    layer: usize,
+    edits: &'a [ValidatedEdit],
+    /// The rewriting prompts' δ-free stream after the edited layer, fact-major [b, t, d].
+    stream: &'a Tensor,
+    /// Each rewriting prompt's first EOS position.
+    eos: &'a [usize],
+    /// Each fact's candidates by the unedited encoder [c, d].
+    candidates: &'a [Tensor],
+    prompts_per_fact: usize,
+    weight_decay: f64,
+    target_init_norms: &'a [f64],
+}
+
+impl<'a> ObjectiveParts<'a> {
+    /// The objective of `facts` (indices into the pass, ascending), its rows packed
+    /// afresh. The same-path candidates are recomputed on that packing, so a candidate
+    /// equal to a rewriting prompt stays exactly at distance 0 from it at δ = 0.
+    fn objective(&self, facts: &[usize]) -> Result<Objective<'a>> {
+        let per = self.prompts_per_fact;
+        let rows: Vec<usize> = facts.iter().flat_map(|&f| f * per..(f + 1) * per).collect();
+        let stream = if facts.len() == self.edits.len() {
+            self.stream.clone()
+        } else {
+            let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            let index = Tensor::from_vec(index, rows.len(), self.stream.device())?;
+            self.stream.index_select(&index, 0)?
+        };
+        let edits: Vec<ValidatedEdit> = facts.iter().map(|&f| self.edits[f].clone()).collect();
+        let subject_positions: Vec<usize> = edits
+            .iter()
+            .flat_map(|e| e.rewriting_indices.iter().copied())
+            .collect();
+        let eos: Vec<usize> = rows.iter().map(|&r| self.eos[r]).collect();
+        let owners: Vec<usize> = (0..facts.len())
+            .flat_map(|f| std::iter::repeat_n(f, per))
+            .collect();
+        let upper = UpperLayers::new(
+            self.encoder,
+            self.prepared,
+            self.layer,
+            stream,
+            &subject_positions,
+            &eos,
+            &owners,
+        )?;
+        let candidates: Vec<Tensor> = facts.iter().map(|&f| self.candidates[f].clone()).collect();
+        let scored = same_path_candidates(self.tokenizer, &edits, &upper, &candidates)?;
+        let norms: Vec<f64> = facts.iter().map(|&f| self.target_init_norms[f]).collect();
+        Objective::new(upper, &scored, per, self.weight_decay, &norms)
+    }
 }
 
 /// Each fact's candidates as the objective scores them: a candidate that is the same
