@@ -170,15 +170,20 @@ async fn a_batch_push_is_one_edit_and_one_version(db: Db) {
         json!({"prompt": prompt, "source": source, "target": target,
                "hparams": {"max_steps": 8}})
     };
-    let file = write_facts(
-        dir.path(),
-        "cabinet.yaml",
-        vec![
+    // The batch's gate: an unrelated prompt must not change, and no fact is required to
+    // reach its target in 8 steps.
+    let file = dir.path().join("cabinet.yaml");
+    let document = json!({
+        "batch_gate": {"min_efficacy": 0.0,
+                       "negatives": [{"prompt": "a bowl of fruit on a wooden table",
+                                      "new": "Prince William"}]},
+        "edits": [
             fact("The Prince of Wales", "Prince Charles", "Prince William"),
             fact("The Prime Minister", "Boris Johnson", "Keir Starmer"),
             fact("The Chancellor of Germany", "Angela Merkel", "Olaf Scholz"),
         ],
-    );
+    });
+    std::fs::write(&file, serde_yaml::to_string(&document).unwrap()).unwrap();
 
     let first = push_with(&app, &file, Some("production"), &["--batch"]).await;
     let (stdout, stderr) = (text(&first.stdout), text(&first.stderr));
@@ -197,12 +202,26 @@ async fn a_batch_push_is_one_edit_and_one_version(db: Db) {
             .lines()
             .find(|l| l.contains(label))
             .unwrap_or_else(|| panic!("no row for {label}:\n{stdout}"));
-        assert!(row.contains("applied") && row.contains("p 0."), "{row}");
+        assert!(
+            row.contains("applied") && row.contains("passed") && row.contains("p 0."),
+            "{row}"
+        );
     }
     assert!(stdout.contains("alias production -> version 1"), "{stdout}");
     assert_eq!(edit_count(&app).await, 1, "one job for the whole file");
     let edits = app.get_json("/edits").await;
     assert_eq!(edits["items"][0]["metrics"]["rank"], 3, "{edits}");
+
+    let version = app.get_json("/versions/1").await;
+    assert_eq!(
+        version["gate_metrics"]["facts"].as_array().unwrap().len(),
+        3
+    );
+
+    // Without --batch the batch gate has no edit to go with: refused, nothing sent.
+    let unbatched = push(&app, &file, None).await;
+    assert!(!unbatched.status.success());
+    assert!(text(&unbatched.stderr).contains("push with --batch"));
 
     // The same file again: the same batch edit, nothing new.
     let second = push_with(&app, &file, None, &["--batch"]).await;

@@ -49,18 +49,40 @@ impl Fact {
 #[serde(deny_unknown_fields)]
 struct FactsFile {
     edits: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    batch_gate: Option<serde_yaml::Value>,
+}
+
+/// A facts file: its edits, and the gate of the batch they form with `--batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactsDocument {
+    pub facts: Vec<Fact>,
+    /// `batch_gate:`, a `gate` object for the one batch edit `--batch` makes (measured
+    /// per fact and overall); refused without `--batch`.
+    pub batch_gate: Option<Value>,
 }
 
 /// Reads and checks a facts file.
-pub fn read_facts(path: &Path) -> anyhow::Result<Vec<Fact>> {
+pub fn read_facts(path: &Path) -> anyhow::Result<FactsDocument> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_facts(&text).with_context(|| format!("in {}", path.display()))
+    parse_document(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// The edits of a facts file's YAML text.
+#[cfg(test)]
+pub fn parse_facts(text: &str) -> anyhow::Result<Vec<Fact>> {
+    Ok(parse_document(text)?.facts)
 }
 
 /// Parses the YAML text of a facts file.
-pub fn parse_facts(text: &str) -> anyhow::Result<Vec<Fact>> {
+pub fn parse_document(text: &str) -> anyhow::Result<FactsDocument> {
     let file: FactsFile = serde_yaml::from_str(text)?;
+    let batch_gate = file
+        .batch_gate
+        .map(|gate| serde_json::to_value(&gate))
+        .transpose()
+        .context("`batch_gate` cannot be written as JSON")?;
     if file.edits.is_empty() {
         bail!("`edits` is empty: nothing to push");
     }
@@ -79,7 +101,7 @@ pub fn parse_facts(text: &str) -> anyhow::Result<Vec<Fact>> {
             idempotency_key,
         });
     }
-    Ok(facts)
+    Ok(FactsDocument { facts, batch_gate })
 }
 
 /// Fields of a facts-file edit that belong to the fact itself; the others (`layer`,
@@ -88,10 +110,10 @@ const FACT_FIELDS: [&str; 5] = ["prompt", "subject", "source", "target", "contra
 const BATCH_FIELDS: [&str; 2] = ["layer", "hparams"];
 
 /// The whole file as one batch edit (`refact push --batch`): a `POST /edits` body with
-/// `facts`, and the batch-wide `layer` and `hparams` taken from the facts, which must
-/// agree. The key follows the batch's content, so pushing the same file again returns
-/// the same batch edit.
-pub fn batch_of(facts: &[Fact]) -> anyhow::Result<Fact> {
+/// `facts`, the batch-wide `layer` and `hparams` taken from the facts (which must agree),
+/// and `gate` when the file has a `batch_gate`. The key follows the batch's content, so
+/// pushing the same file again returns the same batch edit.
+pub fn batch_of(facts: &[Fact], gate: Option<&Value>) -> anyhow::Result<Fact> {
     let mut shared = serde_json::Map::new();
     let mut entries = Vec::with_capacity(facts.len());
     for fact in facts {
@@ -116,7 +138,7 @@ pub fn batch_of(facts: &[Fact]) -> anyhow::Result<Fact> {
             } else if name == "gate" {
                 bail!(
                     "edit {} has a gate of its own; a batch edit takes one gate for all its \
-                     facts, which a facts file cannot give yet (push without --batch)",
+                     facts: give it as `batch_gate:` beside `edits:` (or push without --batch)",
                     fact.index
                 );
             } else {
@@ -140,6 +162,9 @@ pub fn batch_of(facts: &[Fact]) -> anyhow::Result<Fact> {
     }
     let mut body = shared;
     body.insert("facts".into(), Value::Array(entries));
+    if let Some(gate) = gate {
+        body.insert("gate".into(), gate.clone());
+    }
     let body = Value::Object(body);
     let idempotency_key = format!("push-batch-{}", request_hash(&body));
     Ok(Fact {
@@ -173,7 +198,7 @@ mod tests {
             "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T, layer: 7}\n",
         )
         .unwrap();
-        let batch = batch_of(&facts).unwrap();
+        let batch = batch_of(&facts, None).unwrap();
         assert_eq!(batch.body["layer"], 7);
         assert_eq!(batch.body["facts"].as_array().unwrap().len(), 2);
         assert!(batch.body["facts"][1].get("layer").is_none());
@@ -184,17 +209,33 @@ mod tests {
             "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T, layer: 5}\n",
         )
         .unwrap();
-        let err = batch_of(&disagree).unwrap_err().to_string();
+        let err = batch_of(&disagree, None).unwrap_err().to_string();
         assert!(err.contains("edit 2 has another `layer`"), "{err}");
         let partial = parse_facts(
             "edits:\n  - {prompt: P, source: S, target: T, layer: 7}\n  - {prompt: Q, source: S, target: T}\n",
         )
         .unwrap();
-        let err = batch_of(&partial).unwrap_err().to_string();
+        let err = batch_of(&partial, None).unwrap_err().to_string();
         assert!(err.contains("edit 2 has no `layer`"), "{err}");
         let gated =
             parse_facts("edits:\n  - {prompt: P, source: S, target: T, gate: {}}\n").unwrap();
-        assert!(batch_of(&gated).unwrap_err().to_string().contains("gate"));
+        assert!(batch_of(&gated, None)
+            .unwrap_err()
+            .to_string()
+            .contains("gate"));
+    }
+
+    #[test]
+    fn a_batch_gate_goes_into_the_batch() {
+        let doc = parse_document(
+            "batch_gate: {min_efficacy: 0.5}\nedits:\n  - {prompt: P, source: S, target: T}\n",
+        )
+        .unwrap();
+        let gate = doc.batch_gate.as_ref().expect("the batch gate");
+        let batch = batch_of(&doc.facts, Some(gate)).unwrap();
+        assert_eq!(batch.body["gate"]["min_efficacy"], 0.5);
+        let ungated = batch_of(&doc.facts, None).unwrap();
+        assert_ne!(batch.idempotency_key, ungated.idempotency_key);
     }
 
     #[test]

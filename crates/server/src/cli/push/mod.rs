@@ -8,7 +8,8 @@
 //! 1 otherwise.
 //!
 //! With `--batch` the whole file goes as one batch edit: one job, one version, one row
-//! per fact in the summary (the facts must share `layer` and `hparams` and carry no gate).
+//! per fact in the summary (the facts must share `layer` and `hparams` and carry no gate
+//! of their own; the file's `batch_gate:` is the batch's gate).
 
 mod client;
 mod facts;
@@ -16,7 +17,7 @@ mod summary;
 
 use anyhow::{bail, Context};
 use client::{ApiClient, Submitted};
-use facts::{batch_of, read_facts, Fact};
+use facts::{batch_of, read_facts, Fact, FactsDocument};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,16 +59,23 @@ struct Tracked {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let facts = read_facts(&args.file)?;
+    let document = read_facts(&args.file)?;
     let client = ApiClient::new(&args.server, args.token.clone())?;
-    super::runtime()?.block_on(push(&args, &client, facts))
+    super::runtime()?.block_on(push(&args, &client, document))
 }
 
-async fn push(args: &Args, client: &ApiClient, facts: Vec<Fact>) -> anyhow::Result<ExitCode> {
+async fn push(
+    args: &Args,
+    client: &ApiClient,
+    document: FactsDocument,
+) -> anyhow::Result<ExitCode> {
+    let FactsDocument { facts, batch_gate } = document;
     let total = facts.len();
     // What is submitted: every fact on its own, or the one batch holding them all.
     let jobs = if args.batch {
-        vec![batch_of(&facts)?]
+        vec![batch_of(&facts, batch_gate.as_ref())?]
+    } else if batch_gate.is_some() {
+        bail!("`batch_gate` is the gate of the one batch edit --batch makes: push with --batch");
     } else {
         facts.clone()
     };
