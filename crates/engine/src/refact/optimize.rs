@@ -212,8 +212,9 @@ pub(crate) struct Optimised {
 /// `objective_for(facts)` builds the objective of some of the facts (indices, ascending).
 /// A stopped fact costs as much as a running one while it stays in the objective, so
 /// once a quarter of the objective's facts have stopped it is rebuilt with the rest
-/// (a δ-free pass over their prompts, about a third of an iteration). Facts never
-/// interact, so each fact's losses and steps are what they would be alone.
+/// (one δ-free pass of their prompts through the upper layers). Facts never interact,
+/// so each fact's losses and steps are what they would be alone, up to rounding (its
+/// rows are packed with others).
 pub(crate) fn optimise<'a>(
     objective_for: &dyn Fn(&[usize]) -> Result<Objective<'a>>,
     dim: usize,
