@@ -15,6 +15,8 @@
 //!   rank is bounded by it) and is reported as skipped.
 //! - `--sequential`: edits of the long sequential run; the first 10 facts' text check is
 //!   re-measured after every tenth of it. 0 skips the run.
+//! - `--first-ten-only`: at the checkpoints of the sequential run, check only the first
+//!   10 facts (checking every fact so far costs more than the edits at ViT-L sizes).
 //! - `--out`: writes `<model>.md` and `<model>-sequential.svg` there.
 //!
 //! The text check is `refact_eval::text_check`: efficacy (edit prompt nearer the target
@@ -53,6 +55,7 @@ struct Options {
     sizes: Vec<usize>,
     sequential: usize,
     max_steps: usize,
+    first_ten_only: bool,
     out: Option<PathBuf>,
 }
 
@@ -73,10 +76,12 @@ fn options() -> Options {
         sizes: arg_value(&args, "--sizes")
             .unwrap_or_else(|| "1,10,100".into())
             .split(',')
+            .filter(|n| !n.trim().is_empty())
             .map(|n| n.trim().parse().expect("--sizes: numbers"))
             .collect(),
         sequential: number("--sequential", 1000),
         max_steps: number("--max-steps", HyperParams::default().max_steps),
+        first_ten_only: args.iter().any(|a| a == "--first-ten-only"),
         out: arg_value(&args, "--out").map(PathBuf::from),
     }
 }
@@ -239,7 +244,7 @@ struct Checkpoint {
 }
 
 /// One line of the chart: its name, its colour and the value it reads from a checkpoint.
-type Series = (&'static str, &'static str, fn(&Checkpoint) -> f64);
+type Series = (&'static str, &'static str, fn(&Checkpoint) -> Option<f64>);
 
 /// A line chart of the first ten facts' efficacy and specificity, and every fact's
 /// efficacy, over the sequential run.
@@ -250,13 +255,13 @@ fn svg(points: &[Checkpoint], title: &str) -> String {
     let y = |v: f64| h - pad - (h - 2.0 * pad) * v;
     let series: [Series; 3] = [
         ("first 10 facts: efficacy", "#1f77b4", |p| {
-            p.first_ten.efficacy.map_or(0.0, |s| s.mean)
+            p.first_ten.efficacy.map(|s| s.mean)
         }),
         ("first 10 facts: specificity", "#2ca02c", |p| {
-            p.first_ten.specificity.map_or(0.0, |s| s.mean)
+            p.first_ten.specificity.map(|s| s.mean)
         }),
         ("all facts so far: efficacy", "#d62728", |p| {
-            p.all.efficacy.map_or(0.0, |s| s.mean)
+            p.all.efficacy.map(|s| s.mean)
         }),
     ];
     let mut out = format!(
@@ -282,10 +287,14 @@ fn svg(points: &[Checkpoint], title: &str) -> String {
         );
     }
     for (i, (name, colour, value)) in series.iter().enumerate() {
+        // A series the run did not measure (`--first-ten-only`) is left out.
         let path: Vec<String> = points
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.edits), y(value(p))))
+            .filter_map(|p| value(p).map(|v| format!("{:.1},{:.1}", x(p.edits), y(v))))
             .collect();
+        if path.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             out,
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\
@@ -414,16 +423,25 @@ fn main() {
         for (i, case) in cases[..options.sequential].iter().enumerate() {
             version = editor.then(&version, case);
             let done = i + 1;
-            if done % every == 0 || done == options.sequential {
+            // Also right after the first ten: where they start from.
+            if done % every == 0 || done == 10 || done == options.sequential {
+                let first_ten = editor.check(&version, &cases[..10.min(done)]);
+                let all = if options.first_ten_only {
+                    summarise(&[])
+                } else {
+                    editor.check(&version, &cases[..done])
+                };
+                eprintln!(
+                    "{done} sequential edits ({:.0} s): first 10 {}, all so far {}",
+                    start.elapsed().as_secs_f64(),
+                    summary_cells(&first_ten),
+                    summary_cells(&all)
+                );
                 checkpoints.push(Checkpoint {
                     edits: done,
-                    first_ten: editor.check(&version, &cases[..10.min(done)]),
-                    all: editor.check(&version, &cases[..done]),
+                    first_ten,
+                    all,
                 });
-                eprintln!(
-                    "{done} sequential edits ({:.0} s)",
-                    start.elapsed().as_secs_f64()
-                );
             }
         }
         let _ = writeln!(
