@@ -165,6 +165,17 @@ impl<'de> Deserialize<'de> for EditJob {
 }
 
 impl EditJob {
+    /// The facts' requests, each with the job's layer and hyper-parameters: the request
+    /// itself for a single edit.
+    pub fn fact_requests(&self) -> Vec<EditRequest> {
+        match self {
+            EditJob::Single(request) => vec![request.clone()],
+            EditJob::Batch(batch) => (0..batch.facts.len())
+                .map(|i| batch.fact_request(i))
+                .collect(),
+        }
+    }
+
     /// Validates the job: one fact as always, a batch with fact-named fields.
     pub fn validate(
         &self,

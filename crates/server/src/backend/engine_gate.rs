@@ -33,37 +33,37 @@ impl EngineBackend {
         for stored in &edit.deltas {
             edited = edited.with(Arc::new(super::engine::engine_delta(stored.clone())?));
         }
-        let facts: Vec<EditRequest> = match request {
-            EditJob::Single(request) => vec![request.clone()],
-            EditJob::Batch(batch) => (0..batch.facts.len())
-                .map(|i| batch.fact_request(i))
-                .collect(),
-        };
-        let mut text = Vec::with_capacity(facts.len());
-        for (i, fact) in facts.iter().enumerate() {
+        // The gate's own prompts go with the first fact, measured once; the other facts
+        // (of a batch) are measured for their efficacy alone.
+        let cases: Vec<EvalCase> = request
+            .fact_requests()
+            .iter()
+            .enumerate()
+            .map(|(i, fact)| {
+                if i == 0 {
+                    gate_case(fact, gate)
+                } else {
+                    fact_case(fact)
+                }
+            })
+            .collect();
+        let mut text = Vec::with_capacity(cases.len());
+        for case in &cases {
             if stopped() {
                 return Err(EngineError::Cancelled);
             }
-            let case = if i == 0 {
-                gate_case(fact, gate)
-            } else {
-                fact_case(fact)
-            };
-            text.push(check_edit(&self.model.text, parent, &edited, &case).map_err(engine_error)?);
+            text.push(check_edit(&self.model.text, parent, &edited, case).map_err(engine_error)?);
         }
-        let images = match (&gate.images, request) {
-            (None, _) => None,
-            (Some(images), EditJob::Single(request)) => {
-                let case = gate_case(request, gate);
-                Some(self.image_gate(&case, images, &edited, stopped)?)
-            }
-            (Some(_), EditJob::Batch(_)) => {
+        let images = match &gate.images {
+            None => None,
+            Some(_) if request.is_batch() => {
                 return Err(EngineError::invalid(
                     InvalidKind::BadGenerationSetting,
                     "gate.images",
                     "image gates are measured on single edits",
                 ))
             }
+            Some(images) => Some(self.image_gate(&cases[0], images, &edited, stopped)?),
         };
         Ok(GateMeasurement { text, images })
     }
