@@ -112,12 +112,19 @@ async fn push(
 
     wait_for_all(args, client, &mut tracked).await?;
 
+    // A batch's per-fact metrics, in the file's order, before its one edit is consumed.
+    let batch_metrics = args.batch.then(|| {
+        tracked[0].edit["metrics"]["facts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    });
     let mut outcomes = Vec::with_capacity(total);
     for t in tracked {
         outcomes.push(outcome(client, t).await?);
     }
-    if args.batch {
-        outcomes = per_fact(outcomes.remove(0), facts);
+    if let Some(metrics) = batch_metrics {
+        outcomes = per_fact(outcomes.remove(0), facts, metrics);
     }
     print!("{}", summary::render(&outcomes));
     let all_passed = outcomes.iter().all(FactOutcome::succeeded);
@@ -237,14 +244,12 @@ async fn outcome(client: &ApiClient, t: Tracked) -> anyhow::Result<FactOutcome> 
         gate_status,
         gate_metrics,
         fact: t.fact,
-        edit: t.edit,
     })
 }
 
 /// A batch edit's outcome as one row per fact of the file: the edit, its status and its
-/// version are shared; each fact has its own metrics from the batch's `facts` list.
-fn per_fact(batch: FactOutcome, facts: Vec<Fact>) -> Vec<FactOutcome> {
-    let metrics = batch.fact_metrics_list();
+/// version are shared; each fact has its own entry of the batch's `metrics.facts`.
+fn per_fact(batch: FactOutcome, facts: Vec<Fact>, metrics: Vec<Value>) -> Vec<FactOutcome> {
     facts
         .into_iter()
         .enumerate()

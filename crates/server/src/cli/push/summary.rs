@@ -23,8 +23,6 @@ pub struct FactOutcome {
     pub gate_metrics: Option<Value>,
     /// In a batch edit, this fact's entry of the edit's `metrics.facts`.
     pub fact_metrics: Option<Value>,
-    /// The edit as the server last returned it.
-    pub edit: Value,
 }
 
 impl FactOutcome {
@@ -38,14 +36,6 @@ impl FactOutcome {
             None => "-".into(),
             Some(status) => status.into(),
         }
-    }
-
-    /// Each fact's metrics of a batch edit's `metrics.facts`, in the file's order.
-    pub fn fact_metrics_list(&self) -> Vec<Value> {
-        self.edit["metrics"]["facts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
     }
 
     /// The text-space metrics of the gate, `E 1.00 G 0.80 S 1.00`; for a fact of a batch
@@ -159,7 +149,6 @@ mod tests {
                        "failures": ["text specificity 0.500 is below 0.8"]})
             }),
             fact_metrics: None,
-            edit: json!({}),
         }
     }
 
