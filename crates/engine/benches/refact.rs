@@ -13,15 +13,13 @@
 //! Each case runs in a child process so its peak resident memory (VmHWM) is its own.
 //! Prints a Markdown table. Figures depend on the machine: say which when you quote them.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use refact_engine::deltas::DeltaSet;
-use refact_engine::model::random_weights::RandomWeights;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_batch_edit, Corpus, EditRequest, HyperParams, LayerStatistics, ValidatedEdit,
 };
-use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
-use refact_engine::tokenizer::ClipTokenizer;
+use refact_engine::text_encoder::ClipTextConfig;
 use refact_testkit::facts::synthetic_facts;
 use refact_testkit::{fixture_dir, workspace_root};
 use std::ops::ControlFlow;
@@ -118,21 +116,13 @@ fn peak_rss() -> String {
 fn load(model: &str, device: &Device) -> TextModel {
     match model {
         "fixture" => TextModel::load(&fixture_dir(), device).expect("fixture model"),
-        "vit-l" => {
-            let bpe = workspace_root().join("assets/clip-bpe");
-            let tokenizer =
-                ClipTokenizer::from_files(&bpe.join("vocab.json"), &bpe.join("merges.txt"), 77)
-                    .unwrap();
-            let weights = RandomWeights::new(2024);
-            let vb = weights.var_builder(DType::F32, device);
-            let encoder =
-                ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), tokenizer.eos_id()).unwrap();
-            TextModel {
-                tokenizer,
-                encoder,
-                fingerprint: "bench-vit-l-random".into(),
-            }
-        }
+        "vit-l" => TextModel::random(
+            ClipTextConfig::vit_l14(),
+            2024,
+            &workspace_root().join("assets/clip-bpe"),
+            device,
+        )
+        .expect("random ViT-L/14 text encoder"),
         other => panic!("unknown model {other}"),
     }
 }

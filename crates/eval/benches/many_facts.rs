@@ -24,16 +24,14 @@
 //! (negatives nearer themselves than their edited variant), with the unedited encoder's
 //! representations as reference points.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use refact_engine::deltas::DeltaSet;
-use refact_engine::model::random_weights::RandomWeights;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_batch_edit, compute_edit, default_layer, Corpus, EditRequest, HyperParams,
     LayerStatistics, ValidatedEdit,
 };
-use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
-use refact_engine::tokenizer::ClipTokenizer;
+use refact_engine::text_encoder::ClipTextConfig;
 use refact_eval::dataset::{load, DatasetFormat, EvalCase, Negative, Positive};
 use refact_eval::metrics::{summarise, Summary};
 use refact_eval::text_check::check_edit;
@@ -89,20 +87,13 @@ fn options() -> Options {
 fn load_model(name: &str) -> TextModel {
     match name {
         "fixture" => TextModel::load(&fixture("tiny-sd-48"), &Device::Cpu).expect("fixture"),
-        "vit-l" => {
-            let bpe = workspace_root().join("assets/clip-bpe");
-            let tokenizer =
-                ClipTokenizer::from_files(&bpe.join("vocab.json"), &bpe.join("merges.txt"), 77)
-                    .expect("tokenizer");
-            let vb = RandomWeights::new(2024).var_builder(DType::F32, &Device::Cpu);
-            let encoder = ClipTextEncoder::new(vb, ClipTextConfig::vit_l14(), tokenizer.eos_id())
-                .expect("encoder");
-            TextModel {
-                tokenizer,
-                encoder,
-                fingerprint: "many-facts-vit-l-random".into(),
-            }
-        }
+        "vit-l" => TextModel::random(
+            ClipTextConfig::vit_l14(),
+            2024,
+            &workspace_root().join("assets/clip-bpe"),
+            &Device::Cpu,
+        )
+        .expect("random ViT-L/14 text encoder"),
         other => panic!("unknown model {other}: fixture or vit-l"),
     }
 }

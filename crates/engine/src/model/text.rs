@@ -1,10 +1,11 @@
 //! The text side of a model: tokenizer + text encoder, all that encoding and ReFACT need.
 
 use super::fingerprint::text_fingerprint;
+use super::random_weights::RandomWeights;
 use crate::error::Result;
-use crate::text_encoder::ClipTextEncoder;
+use crate::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use crate::tokenizer::ClipTokenizer;
-use candle_core::Device;
+use candle_core::{DType, Device};
 use std::path::Path;
 
 /// Tokenizer and text encoder of a diffusers folder, with the model's fingerprint.
@@ -27,6 +28,30 @@ impl TextModel {
             tokenizer,
             encoder,
             fingerprint,
+        })
+    }
+
+    /// A text encoder of `config`'s sizes with seeded random weights (f32) and CLIP's
+    /// tokenizer from `bpe_dir` (`vocab.json`, `merges.txt`; the repository ships them in
+    /// `assets/clip-bpe`): a model's text side at its real size where its weights cannot
+    /// be fetched, for benchmarks and reports. The fingerprint names the seed.
+    pub fn random(
+        config: ClipTextConfig,
+        seed: u64,
+        bpe_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        let tokenizer = ClipTokenizer::from_files(
+            &bpe_dir.join("vocab.json"),
+            &bpe_dir.join("merges.txt"),
+            config.max_position_embeddings,
+        )?;
+        let vb = RandomWeights::new(seed).var_builder(DType::F32, device);
+        let encoder = ClipTextEncoder::new(vb, config, tokenizer.eos_id())?;
+        Ok(Self {
+            tokenizer,
+            encoder,
+            fingerprint: format!("random-weights-seed-{seed}"),
         })
     }
 }
