@@ -7,7 +7,10 @@
 //! - **Versions** are the history: 0 is the base model, then one version per applied
 //!   edit or revert, committed in order with no gaps. Deltas are `Vec<f32>`, stored
 //!   as little-endian f32 bytes; the store never sees tensors.
-//! - **Aliases** name versions; **API tokens** are stored as sha256 hashes.
+//! - **Aliases** name versions, with a history of every move; **API tokens** are stored
+//!   as sha256 hashes.
+//! - **Webhook deliveries** are an outbox any replica sends from; **replicas** report
+//!   themselves every few seconds.
 
 #[macro_use]
 mod dispatch;
@@ -17,6 +20,7 @@ mod db_types;
 mod edits;
 mod error;
 mod page;
+mod replicas;
 mod request_hash;
 mod store;
 #[cfg(feature = "testing")]
@@ -24,12 +28,15 @@ pub mod testing;
 mod tokens;
 mod versions;
 mod wakeup;
+mod webhooks;
 
-pub use aliases::Alias;
+pub use aliases::{Alias, AliasChange, AliasEvent, MAX_ALIAS_HISTORY};
 pub use edits::{Edit, EditFilter, EditStatus, InsertOutcome, LeaseState, NewEdit, QueueDepth};
 pub use error::{Result, StoreError};
 pub use page::{Page, MAX_PAGE_SIZE};
+pub use replicas::{Replica, ReplicaReport};
 pub use request_hash::request_hash;
 pub use store::Store;
 pub use tokens::{token_hash, Scope, TokenInfo, TOKEN_PREFIX};
 pub use versions::{CommitDelta, CommitOutcome, GateStatus, StoredDelta, Version, VersionKind};
+pub use webhooks::{AttemptResult, WebhookDelivery};

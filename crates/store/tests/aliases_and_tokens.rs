@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::FINGERPRINT;
 use refact_store::{
-    token_hash, CommitDelta, CommitOutcome, Scope, Store, StoreError, TOKEN_PREFIX,
+    token_hash, AliasChange, CommitDelta, CommitOutcome, Scope, Store, StoreError, TOKEN_PREFIX,
 };
 use serde_json::json;
 
@@ -39,15 +39,22 @@ async fn versions(store: &Store, n: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain move by `ci`.
+const BY_CI: AliasChange<'static> = AliasChange {
+    actor: "ci",
+    forced: false,
+    protected: None,
+};
+
 backend_test!(aliases_point_at_versions_and_can_move, |store, db| {
     versions(&store, 2).await?;
-    let production = store.set_alias("production", 1).await?;
+    let production = store.set_alias("production", 1, &BY_CI).await?;
     assert_eq!(
         (production.name.as_str(), production.version),
         ("production", 1)
     );
-    store.set_alias("staging", 2).await?;
-    let moved = store.set_alias("production", 2).await?;
+    store.set_alias("staging", 2, &BY_CI).await?;
+    let moved = store.set_alias("production", 2, &BY_CI).await?;
     assert_eq!(moved.version, 2);
     assert!(moved.updated_at >= production.updated_at);
     assert_eq!(store.get_alias("production").await?, Some(moved));
@@ -61,17 +68,71 @@ backend_test!(aliases_point_at_versions_and_can_move, |store, db| {
         names,
         vec![("production".to_owned(), 2), ("staging".to_owned(), 2)]
     );
-    assert!(store.delete_alias("staging").await?);
-    assert!(!store.delete_alias("staging").await?);
+    assert!(store.delete_alias("staging", "ci").await?);
+    assert!(!store.delete_alias("staging", "ci").await?);
     assert_eq!(store.get_alias("staging").await?, None);
     Ok(())
 });
 
 backend_test!(
+    every_move_and_removal_is_in_the_alias_history,
+    |store, db| {
+        versions(&store, 2).await?;
+        let created = store.set_alias("production", 1, &BY_CI).await?;
+        assert!(!created.protected, "new aliases are not protected");
+        let forced = AliasChange {
+            actor: "ops",
+            forced: true,
+            protected: Some(true),
+        };
+        let moved = store.set_alias("production", 2, &forced).await?;
+        assert!(moved.protected);
+        let kept = store.set_alias("production", 1, &BY_CI).await?;
+        assert!(
+            kept.protected,
+            "a move that says nothing keeps the protection"
+        );
+        store.set_alias("staging", 2, &BY_CI).await?;
+        assert!(store.delete_alias("production", "ops").await?);
+        // A refused move (unknown version) leaves no entry.
+        assert!(store.set_alias("production", 9, &BY_CI).await.is_err());
+
+        let history = store.alias_history("production", 100).await?;
+        let summary: Vec<_> = history
+            .iter()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.from_version,
+                    e.to_version,
+                    e.actor.as_str(),
+                    e.forced,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("removed", Some(1), None, "ops", false),
+                ("moved", Some(2), Some(1), "ci", false),
+                ("moved", Some(1), Some(2), "ops", true),
+                ("moved", None, Some(1), "ci", false),
+            ],
+            "newest first"
+        );
+        assert!(history.windows(2).all(|w| w[0].at >= w[1].at));
+        assert_eq!(store.alias_history("production", 2).await?.len(), 2);
+        assert_eq!(store.alias_history("staging", 100).await?.len(), 1);
+        assert!(store.alias_history("nothing", 100).await?.is_empty());
+        Ok(())
+    }
+);
+
+backend_test!(
     an_alias_needs_an_existing_version_and_a_valid_name,
     |store, db| {
         versions(&store, 0).await?;
-        let missing = store.set_alias("production", 5).await;
+        let missing = store.set_alias("production", 5, &BY_CI).await;
         assert!(
             matches!(missing, Err(StoreError::NotFound(_))),
             "{missing:?}"
@@ -82,7 +143,7 @@ backend_test!(
             "nothing was written"
         );
         for bad in ["42", "", "white space"] {
-            let result = store.set_alias(bad, 0).await;
+            let result = store.set_alias(bad, 0, &BY_CI).await;
             assert!(
                 matches!(result, Err(StoreError::Invalid { .. })),
                 "{bad:?}: {result:?}"

@@ -107,11 +107,14 @@ async fn both_schemas_have_the_same_tables_and_columns() -> anyhow::Result<()> {
     assert_eq!(
         sqlite_schema.keys().collect::<Vec<_>>(),
         [
+            "alias_events",
             "aliases",
             "api_tokens",
             "edits",
+            "replicas",
             "version_deltas",
-            "versions"
+            "versions",
+            "webhook_deliveries",
         ]
     );
     assert_eq!(sqlite_schema, postgres_schema);
