@@ -5,6 +5,7 @@
 //! store's queue and commits each as a new version, and an axum API with bearer-token
 //! scopes, Prometheus metrics, an OpenAPI document and a small dashboard.
 
+pub mod activity;
 pub mod auth;
 pub mod backend;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod gate;
 pub mod generation;
 pub mod metrics;
 pub mod openapi;
+pub mod replicas;
 pub mod routes;
 #[cfg(test)]
 pub(crate) mod scripted;
@@ -25,6 +27,7 @@ pub mod startup;
 pub mod state;
 pub mod token_cache;
 pub mod versions;
+pub mod webhooks;
 pub mod worker;
 
 pub use error::ApiError;

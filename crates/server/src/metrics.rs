@@ -120,6 +120,7 @@ pub fn record_generated_images(version: i64, head: i64, images: usize) {
 /// Records how many images one UNet batch rendered.
 pub fn record_generate_batch(images: usize) {
     metrics::histogram!("refact_generate_batch_size").record(images as f64);
+    crate::activity::record_batch(images);
 }
 
 /// Records how long a request waited in the queue before its batch started.

@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use crate::routes::{aliases, edit_events, edits, generate, health, metrics, versions};
+use crate::routes::{
+    aliases, edit_events, edits, generate, health, metrics, operations, version_facts, versions,
+};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -21,14 +23,18 @@ use utoipa::{Modify, OpenApi};
         versions::list_versions,
         versions::get_version,
         versions::revert_version,
+        version_facts::version_facts,
         aliases::list_aliases,
         aliases::get_alias,
         aliases::set_alias,
         aliases::delete_alias,
+        aliases::alias_history,
         health::healthz,
         health::readyz,
         health::info,
         metrics::metrics,
+        operations::operations,
+        operations::webhook_deliveries,
     ),
     components(
         schemas(

@@ -40,6 +40,10 @@ pub struct Settings {
     pub batching: BatchingSettings,
     pub worker: WorkerSettings,
     pub statistics: StatisticsSettings,
+    pub webhooks: WebhookSettings,
+    /// How often this process writes its row in the replicas table (the operations
+    /// view lists replicas seen within three such periods).
+    pub replica_heartbeat_secs: f64,
 }
 
 impl Default for Settings {
@@ -58,6 +62,8 @@ impl Default for Settings {
             batching: BatchingSettings::default(),
             worker: WorkerSettings::default(),
             statistics: StatisticsSettings::default(),
+            webhooks: WebhookSettings::default(),
+            replica_heartbeat_secs: 5.0,
         }
     }
 }
@@ -213,6 +219,100 @@ impl WorkerSettings {
     }
 }
 
+/// Webhooks: receivers of `edit.applied`, `edit.failed` and `alias.moved`, signed
+/// with HMAC-SHA256 (GitHub's `X-Hub-Signature-256` scheme) and retried with backoff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where to send events (`[[webhooks.receivers]]` in the TOML file).
+    pub receivers: Vec<WebhookReceiver>,
+    /// Attempts per delivery before it is marked failed.
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each attempt.
+    pub first_retry_secs: f64,
+    /// The longest wait between attempts.
+    pub max_retry_secs: f64,
+    /// How long a receiver may take to answer.
+    pub timeout_secs: f64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            receivers: Vec::new(),
+            max_attempts: 8,
+            first_retry_secs: 2.0,
+            max_retry_secs: 600.0,
+            timeout_secs: 10.0,
+        }
+    }
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiver {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// The HMAC key; the receiver checks `X-Hub-Signature-256` with it.
+    pub secret: Secret,
+    /// Which events to send; empty: all of them.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl WebhookSettings {
+    /// The wait after failed attempt number `attempt` (1-based): doubling from
+    /// `first_retry_secs`, at most `max_retry_secs`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+        Duration::from_secs_f64((self.first_retry_secs * factor).min(self.max_retry_secs))
+    }
+
+    /// The URLs that receive `event`.
+    pub fn receivers_of(&self, event: &str) -> Vec<String> {
+        self.receivers
+            .iter()
+            .filter(|r| r.events.is_empty() || r.events.iter().any(|e| e == event))
+            .map(|r| r.url.clone())
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for receiver in &self.receivers {
+            if !(receiver.url.starts_with("http://") || receiver.url.starts_with("https://")) {
+                return Err(format!(
+                    "webhook url {:?} must start with http:// or https://",
+                    receiver.url
+                ));
+            }
+            if receiver.secret.expose().is_empty() {
+                return Err(format!("webhook {} needs a secret", receiver.url));
+            }
+            if let Some(unknown) = receiver
+                .events
+                .iter()
+                .find(|e| !crate::webhooks::EVENTS.contains(&e.as_str()))
+            {
+                return Err(format!(
+                    "webhook {}: unknown event {unknown:?} (known: {})",
+                    receiver.url,
+                    crate::webhooks::EVENTS.join(", ")
+                ));
+            }
+        }
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if self.max_attempts == 0
+            || !positive(self.first_retry_secs)
+            || !positive(self.max_retry_secs)
+            || !positive(self.timeout_secs)
+        {
+            return Err("webhooks.max_attempts and the webhook durations must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 /// The caption corpus behind ReFACT's layer statistics (DESIGN.md §1.3).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -294,6 +394,11 @@ impl Settings {
         let header = self.limits.header_read_timeout_secs;
         if !(header.is_finite() && header > 0.0 && header <= 3600.0) {
             return bad("limits.header_read_timeout_secs must be between 0 and 3600 seconds");
+        }
+        self.webhooks.check().map_err(ApiError::Settings)?;
+        let beat = self.replica_heartbeat_secs;
+        if !(beat.is_finite() && beat > 0.0 && beat <= 3600.0) {
+            return bad("replica_heartbeat_secs must be between 0 and 3600 seconds");
         }
         let cost = self.limits.max_megapixel_steps;
         if !(cost.is_finite() && cost > 0.0) {

@@ -5,12 +5,14 @@ use crate::backend::ModelBackend;
 use crate::error::ApiError;
 use crate::events::EventHub;
 use crate::generation::Generator;
+use crate::replicas::ReplicaIdentity;
 use crate::secret::redact_url;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::token_cache::TokenCache;
 use crate::versions::VersionRegistry;
+use crate::webhooks::Webhooks;
 use crate::worker::{EditWorker, RunningEdits, StopReason};
 use refact_store::Store;
 use std::sync::Arc;
@@ -86,9 +88,11 @@ impl<B: ModelBackend> Application<B> {
         let tokens = Arc::new(TokenCache::new(Duration::from_secs_f64(
             settings.auth.outage_cache_secs,
         )));
+        let store = Arc::new(store);
+        let webhooks = Arc::new(Webhooks::new(settings.webhooks.clone(), store.clone()));
         let state = AppState {
             settings: Arc::new(settings),
-            store: Arc::new(store),
+            store,
             backend,
             versions,
             generator,
@@ -97,6 +101,8 @@ impl<B: ModelBackend> Application<B> {
             shutdown,
             tokens,
             metrics,
+            webhooks,
+            replica: Arc::new(ReplicaIdentity::new()),
         };
         Ok(Application {
             listener,
@@ -132,6 +138,15 @@ impl<B: ModelBackend> Application<B> {
             let worker = EditWorker::new(self.state.clone());
             tokio::spawn(worker.run(stop.clone()))
         });
+        let dispatcher = tokio::spawn(crate::webhooks::dispatch::run(
+            self.state.webhooks.clone(),
+            self.state.store.clone(),
+            stop.clone(),
+        ));
+        let heartbeat = tokio::spawn(crate::replicas::report_until_stopped(
+            self.state.clone(),
+            stop.clone(),
+        ));
         let running = self.state.running.clone();
         let shutdown = self.state.shutdown.clone();
         let router = crate::routes::app(self.state.clone());
@@ -168,6 +183,10 @@ impl<B: ModelBackend> Application<B> {
             // Handing an edit back is one statement; the worker stops within an iteration.
             let _ = tokio::time::timeout(grace.max(ANSWER_FLUSH), worker).await;
         }
+        // Both watch the stop channel: the heartbeat removes this replica's row, the
+        // dispatcher finishes the attempt under way (what it leaves stays in the outbox).
+        let _ = tokio::time::timeout(ANSWER_FLUSH, heartbeat).await;
+        let _ = tokio::time::timeout(ANSWER_FLUSH, dispatcher).await;
         self.state.store.close().await;
         Ok(())
     }

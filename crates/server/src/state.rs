@@ -3,10 +3,12 @@
 use crate::backend::ModelBackend;
 use crate::events::EventHub;
 use crate::generation::Generator;
+use crate::replicas::ReplicaIdentity;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::token_cache::TokenCache;
 use crate::versions::VersionRegistry;
+use crate::webhooks::Webhooks;
 use crate::worker::RunningEdits;
 use metrics_exporter_prometheus::PrometheusHandle;
 use refact_store::Store;
@@ -24,6 +26,8 @@ pub struct AppState<B: ModelBackend> {
     pub shutdown: Arc<Shutdown>,
     pub tokens: Arc<TokenCache>,
     pub metrics: PrometheusHandle,
+    pub webhooks: Arc<Webhooks>,
+    pub replica: Arc<ReplicaIdentity>,
 }
 
 // Not derived: a derive would demand `B: Clone`, but only handles are cloned.
@@ -40,6 +44,8 @@ impl<B: ModelBackend> Clone for AppState<B> {
             shutdown: self.shutdown.clone(),
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
+            webhooks: self.webhooks.clone(),
+            replica: self.replica.clone(),
         }
     }
 }

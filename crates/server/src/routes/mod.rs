@@ -8,9 +8,11 @@ pub mod edits;
 pub mod generate;
 pub mod health;
 pub mod metrics;
+pub mod operations;
 mod page;
 #[cfg(test)]
 mod tests;
+pub mod version_facts;
 pub mod versions;
 
 use crate::backend::ModelBackend;
@@ -34,6 +36,8 @@ pub fn app<B: ModelBackend>(state: AppState<B>) -> Router {
         .merge(edit_events::router())
         .merge(generate::router())
         .merge(versions::router())
+        .merge(version_facts::router())
+        .merge(operations::router())
         .merge(aliases::router())
         .merge(health::router())
         .merge(metrics::router())

@@ -11,6 +11,7 @@
 //! device) go back to the queue until the edit's attempts are spent; errors that would
 //! repeat (invalid request, non-finite optimisation) fail the edit at once.
 
+mod curve;
 mod heartbeat;
 mod stop;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use crate::events::{EditEvent, StatusEvent};
 use crate::gate::{split_submission, verdict, GateMeasurement, GateRequest};
 use crate::metrics as m;
 use crate::state::AppState;
+use curve::Curve;
 use heartbeat::ProgressSlot;
 use refact_engine::EngineError;
 use refact_store::{CommitDelta, CommitOutcome, Edit};
@@ -145,8 +147,29 @@ impl<B: ModelBackend> EditWorker<B> {
             self.state
                 .events
                 .publish(id, EditEvent::Status(StatusEvent::of(&edit)));
+            self.announce(&edit, &outcome).await;
         }
         Ok(Some((id, outcome)))
+    }
+
+    /// Sends `edit.applied` or `edit.failed` to the webhooks (other outcomes are not
+    /// final, or were asked for).
+    async fn announce(&self, edit: &Edit, outcome: &Outcome) {
+        let event = match outcome {
+            Outcome::Applied { .. } => crate::webhooks::EDIT_APPLIED,
+            Outcome::Failed { .. } => crate::webhooks::EDIT_FAILED,
+            _ => return,
+        };
+        let data = serde_json::json!({
+            "edit_id": edit.id,
+            "status": edit.status.as_str(),
+            "version": edit.version,
+            "error": edit.error,
+            "created_by": edit.created_by,
+            "request": edit.request,
+            "finished_at": edit.finished_at,
+        });
+        self.state.webhooks.emit(event, data).await;
     }
 
     /// Runs until `shutdown` turns true: executes edits while there are any, otherwise
@@ -342,7 +365,9 @@ impl<B: ModelBackend> EditWorker<B> {
         let signal = signal.clone();
         let progress = progress.clone();
         on_blocking_thread("edit computation", move || {
+            let mut curve = Curve::default();
             let mut observer = |step: EditProgress| {
+                curve.push(step);
                 *progress.lock().expect("progress slot poisoned") = Some(step);
                 events.publish(id, EditEvent::Progress(step));
                 match signal.reason() {
@@ -351,7 +376,11 @@ impl<B: ModelBackend> EditWorker<B> {
                 }
             };
             let stopped = || signal.reason().is_some();
-            backend.compute_edit(&request, &parent, &mut observer, &stopped)
+            let mut computed = backend.compute_edit(&request, &parent, &mut observer, &stopped)?;
+            if let Some(metrics) = computed.metrics.as_object_mut() {
+                metrics.insert("curve".into(), curve.to_json());
+            }
+            Ok(computed)
         })
         .await
     }

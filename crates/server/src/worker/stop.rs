@@ -74,6 +74,11 @@ impl RunningEdits {
         }
     }
 
+    /// The edits running here now.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Stops every edit running here (shutdown).
     pub fn stop_all(&self, reason: StopReason) {
         for signal in self.lock().values() {

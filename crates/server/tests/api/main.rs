@@ -37,6 +37,7 @@ mod database_outage;
 mod edit_lifecycle;
 mod flaky_proxy;
 mod gates;
+mod operations;
 mod push;
 mod replicas;
 mod shutdown;

@@ -146,6 +146,28 @@ impl Store {
         Ok(depth)
     }
 
+    /// Edits that ended (`applied`, `failed`, `cancelled`) since `since`: their status
+    /// and when, oldest first, at most 10,000 (the operations view's rates).
+    pub async fn edits_finished_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        let rows: Vec<(String, DbTime)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT status, finished_at FROM edits \
+                 WHERE finished_at IS NOT NULL AND finished_at >= $1 \
+                 ORDER BY finished_at LIMIT 10000",
+            )
+            .bind(DbTime(since))
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, at)| (status, at.0))
+            .collect())
+    }
+
     async fn edit_by_key(&self, key: &str) -> Result<Option<Edit>> {
         let row: Option<EditRow> = on_pool!(self, pool => {
             sqlx::query_as("SELECT * FROM edits WHERE idempotency_key = $1")

@@ -153,6 +153,24 @@ impl Store {
         Ok(numbers)
     }
 
+    /// The apply versions live in version `number` (at or below it, not reverted by
+    /// then), oldest first: the facts a model at `number` holds.
+    pub async fn live_applies_in(&self, number: i64) -> Result<Vec<Version>> {
+        let rows: Vec<VersionRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT a.* FROM versions a \
+                 WHERE a.number <= $1 AND a.kind = 'apply' \
+                   AND NOT EXISTS (SELECT 1 FROM versions r \
+                                   WHERE r.reverts_version = a.number AND r.number <= $1) \
+                 ORDER BY a.number",
+            )
+            .bind(number)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(Version::try_from).collect()
+    }
+
     /// Records the quality gate's outcome on version `number`.
     pub async fn set_version_gate(
         &self,
