@@ -29,6 +29,7 @@ macro_rules! on_both_databases {
 mod bad_requests;
 mod batch_edits;
 mod batching;
+mod browser;
 mod cli;
 mod concurrency;
 mod crash_recovery;

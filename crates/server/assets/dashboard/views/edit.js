@@ -1,0 +1,115 @@
+// One edit: its request, status history (live while it runs), the loss and target
+// probability curves, the text-check figures, the gate's metrics, and a before/after
+// grid (parent version vs the edit's version) for the edit's prompts and its gate's,
+// at fixed seeds, rendered on demand through /generate.
+
+import { api, follow, image } from "../api.js";
+import { clear, fact, factsOf, fixed, h, lineChart, when } from "../dom.js";
+
+const COLORS = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f"];
+
+export async function render(root, [id], ctx) {
+  const edit = await api("GET", `/edits/${encodeURIComponent(id)}`);
+  const version = edit.version != null ? await api("GET", `/versions/${edit.version}`) : null;
+  const streams = new AbortController();
+  const facts = factsOf(edit.request);
+
+  const status = h("dl", { class: "kv", id: "edit-status" });
+  const drawStatus = (e, live) => clear(status,
+    h("dt", {}, "status"), h("dd", { class: "status-" + e.status, id: "edit-status-value" }, e.status),
+    h("dt", {}, "created"), h("dd", {}, `${when(e.created_at)} by ${e.created_by}`),
+    h("dt", {}, "started"), h("dd", {}, when(e.started_at) || "—"),
+    h("dt", {}, "finished"), h("dd", {}, when(e.finished_at) || "—"),
+    h("dt", {}, "attempts"), h("dd", {}, `${e.attempts} of ${e.max_attempts}`),
+    e.version != null ? [h("dt", {}, "version"), h("dd", {}, `v${e.version}`)] : null,
+    e.error ? [h("dt", {}, "error"), h("dd", { class: "status-failed" }, e.error)] : null,
+    live ? [h("dt", {}, "progress"), h("dd", { class: "status-running" }, live)] : null);
+  drawStatus(edit);
+
+  // Curves: stored ones when finished, collected from the event stream while running.
+  const charts = h("div", { id: "curves" });
+  const live = new Map();
+  const drawCurves = (curve) => {
+    const series = (curve?.facts || []).map((c, i) => ({ name: c.fact == null ? "edit" : `fact ${c.fact}`, color: COLORS[i % COLORS.length], xs: c.iteration, ys: c.loss, ps: c.probability }));
+    if (!series.length) return clear(charts, h("p", { class: "muted" }, "no iterations yet"));
+    clear(charts,
+      h("h3", {}, "Loss"), lineChart(series, { yLabel: "loss" }),
+      h("h3", {}, "Target probability"), lineChart(series.map((s) => ({ ...s, ys: s.ps })), { yLabel: "p(target)" }),
+      series.length > 1 ? h("p", { class: "muted" }, series.map((s) => h("span", { style: `color:${s.color}` }, s.name + " "))) : null);
+  };
+  drawCurves(edit.metrics?.curve);
+  if (edit.status === "queued" || edit.status === "running") {
+    follow(edit.id, async (event) => {
+      if (event.type === "progress") {
+        const key = event.fact ?? null;
+        if (!live.has(key)) live.set(key, { fact: key, iteration: [], loss: [], probability: [] });
+        const c = live.get(key);
+        c.iteration.push(event.iteration); c.loss.push(event.loss); c.probability.push(event.probability);
+        drawCurves({ facts: [...live.values()] });
+        drawStatus({ ...edit, status: "running" }, `iteration ${event.iteration}, p ${fixed(event.probability, 3)}`);
+      } else if (event.type === "status" && ["applied", "failed", "cancelled"].includes(event.status)) {
+        await ctx.refreshInfo();
+        root.textContent = "";
+        await render(root, [id], ctx);
+      }
+    }, streams.signal).catch(() => {});
+  }
+
+  const metrics = { ...(edit.metrics || {}) };
+  delete metrics.curve;
+  const figures = h("dl", { class: "kv", id: "edit-metrics" },
+    Object.entries(metrics).map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "number" ? fixed(v, 4) : typeof v === "object" ? JSON.stringify(v) : String(v))]));
+
+  const gate = edit.request.gate;
+  const gateBox = h("div", { id: "gate" },
+    version?.gate_status ? h("p", { class: "status-" + version.gate_status }, `gate ${version.gate_status}`) : h("p", { class: "muted" }, gate ? "gate not measured yet" : "no gate"),
+    version?.gate_metrics ? h("pre", {}, JSON.stringify(version.gate_metrics, null, 1)) : null);
+
+  const grid = h("div", { id: "before-after" });
+  const prompts = [...new Set([
+    ...facts.map((f) => f.prompt),
+    ...(gate?.positives || []).map((p) => p.prompt),
+    ...(gate?.negatives || []).map((p) => p.prompt),
+  ])];
+  const [w] = ctx.info.model.default_size;
+  const controls = h("form", { id: "render-form", class: "row" },
+    h("label", {}, "Seeds ", h("input", { name: "seeds", value: "1, 2" })),
+    h("label", {}, "Steps ", h("input", { name: "steps", type: "number", min: 1, value: 20 })),
+    h("label", {}, "Size ", h("input", { name: "size", type: "number", step: 8, value: w })),
+    h("button", { id: "render-before-after", disabled: edit.version == null }, "Render before/after"));
+  controls.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = new FormData(controls);
+    const seeds = String(f.get("seeds")).split(/[ ,]+/).filter(Boolean).map(Number);
+    const size = Number(f.get("size"));
+    drawGrid(grid, prompts, seeds, [version.parent ?? 0, edit.version], { steps: Number(f.get("steps")), width: size, height: size });
+  });
+
+  root.append(
+    h("section", {}, h("h2", {}, "Edit ", h("code", {}, edit.id.slice(0, 8))),
+      h("h3", {}, facts.length > 1 ? `${facts.length} facts` : "Fact"), h("ul", {}, facts.map((f) => h("li", {}, fact(f)))),
+      h("h3", {}, "Status"), status,
+      h("details", {}, h("summary", {}, "request"), h("pre", {}, JSON.stringify(edit.request, null, 1)))),
+    h("section", {}, h("h2", {}, "Optimisation"), charts, h("h3", {}, "Text checks"), figures, h("h3", {}, "Gate"), gateBox),
+    h("section", { class: "wide" }, h("h2", {}, "Before / after"), prompts.length ? controls : null, grid));
+  return () => streams.abort();
+}
+
+/// A table of prompts × seeds × (before, after) images.
+export function drawGrid(box, prompts, seeds, [before, after], settings) {
+  clear(box);
+  for (const prompt of prompts) {
+    const cells = [];
+    for (const seed of seeds) {
+      for (const [label, version] of [["before", before], ["after", after]]) {
+        const img = h("img", { alt: `${prompt}, seed ${seed}, v${version}`, class: "grid-image" });
+        const caption = h("figcaption", {}, `${label} (v${version}) · seed ${seed}`);
+        image(version, { prompt, seed, ...settings })
+          .then((r) => { img.src = r.url; })
+          .catch((e) => { caption.textContent = e.message; caption.className = "msg"; });
+        cells.push(h("figure", {}, img, caption));
+      }
+    }
+    box.append(h("h3", {}, prompt), h("div", { class: "grid" }, cells));
+  }
+}
