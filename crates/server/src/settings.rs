@@ -553,4 +553,40 @@ mod tests {
         ]);
         assert!(Settings::load(None, vars).is_err());
     }
+
+    #[test]
+    fn the_shipped_configuration_is_valid_and_spells_out_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        let loaded = Settings::load(Some(&file), env(&[])).unwrap();
+        assert!(loaded.webhooks.receivers.is_empty());
+        assert_eq!(
+            toml::Table::try_from(&loaded.webhooks).unwrap(),
+            toml::Table::try_from(&WebhookSettings::default()).unwrap()
+        );
+        assert_eq!(loaded.replica_heartbeat_secs, Settings::default().replica_heartbeat_secs);
+    }
+
+    #[test]
+    fn webhook_receivers_are_checked_and_retries_double() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hooks.toml");
+        let write = |body: &str| std::fs::write(&file, body).unwrap();
+        write("[[webhooks.receivers]]\nurl = \"https://ci.test/hook\"\nsecret = \"s\"\nevents = [\"alias.moved\"]\n");
+        let settings = Settings::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(settings.webhooks.receivers_of("alias.moved"), ["https://ci.test/hook"]);
+        assert!(settings.webhooks.receivers_of("edit.applied").is_empty());
+        for bad in [
+            "url = \"ftp://x\"\nsecret = \"s\"",
+            "url = \"https://x\"\nsecret = \"\"",
+            "url = \"https://x\"\nsecret = \"s\"\nevents = [\"edit.done\"]",
+        ] {
+            write(&format!("[[webhooks.receivers]]\n{bad}\n"));
+            assert!(Settings::load(Some(&file), env(&[])).is_err(), "{bad}");
+        }
+        let waits: Vec<f64> = (1..=4)
+            .map(|n| settings.webhooks.backoff(n).as_secs_f64())
+            .collect();
+        assert_eq!(waits, [2.0, 4.0, 8.0, 16.0]);
+        assert_eq!(settings.webhooks.backoff(30).as_secs_f64(), 600.0, "capped");
+    }
 }

@@ -91,6 +91,7 @@ impl From<AliasEvent> for AliasEventView {
 
 /// `GET /aliases/{name}/history?limit=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Most entries returned, newest first (1 to 500, default 100).
@@ -289,7 +290,8 @@ fn check_protected_move(
     ))
 }
 
-/// The moves and removals of an alias, newest first (also after it was removed).
+/// The moves and removals of an alias, newest first (also after it was removed): who
+/// (the token's name), when, from which version to which, forced past a failed gate.
 #[utoipa::path(
     get, path = "/aliases/{name}/history", tag = "aliases", operation_id = "getAliasHistory",
     params(
@@ -297,10 +299,11 @@ fn check_protected_move(
         HistoryQuery,
     ),
     responses(
-        (status = 200, description = "Its history, newest first; empty if it never existed", body = Vec<AliasEventView>),
+        (status = 200, description = "Its history, newest first", body = Vec<AliasEventView>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 404, description = "No such alias, now or ever (`alias_not_found`)", body = ErrorBody),
         (status = 422, description = "Bad alias name (`invalid_alias_name`) or limit (`invalid_query`)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -322,6 +325,9 @@ pub async fn alias_history<B: ModelBackend>(
         ));
     }
     let events = state.store.alias_history(&name, limit).await?;
+    if events.is_empty() && state.store.get_alias(&name).await?.is_none() {
+        return Err(alias_not_found(&name));
+    }
     Ok(Json(events.into_iter().map(AliasEventView::from).collect()))
 }
 

@@ -179,7 +179,8 @@ pub async fn operations<B: ModelBackend>(
 
 /// Which of the 60 minutes from `since` a time falls in.
 fn minute_slot(since: DateTime<Utc>, at: DateTime<Utc>) -> Option<usize> {
-    let slot = (at - since).num_minutes();
+    // Floor, not truncation: a second before `since` is outside, not in minute 0.
+    let slot = (at - since).num_seconds().div_euclid(60);
     (0..MINUTES as i64).contains(&slot).then_some(slot as usize)
 }
 
@@ -213,6 +214,7 @@ fn add_replica_activity(hour: &mut LastHour, replicas: &[Replica]) {
 
 /// `GET /webhooks/deliveries?limit=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     /// Most deliveries returned, newest first (1 to 200, default 50).

@@ -80,8 +80,8 @@ mod tests {
         let facts = json["facts"].as_array().unwrap();
         assert_eq!(facts.len(), 2);
         let iterations = facts[1]["iteration"].as_array().unwrap();
-        // 3,000 points, every second one kept: 750 per fact, the last iteration included.
-        assert_eq!(iterations.len(), 750);
+        // 3,000 points, every second one kept (750 per fact), and each fact's last.
+        assert_eq!(iterations.len(), 751);
         assert_eq!(iterations.last().unwrap(), 1_499);
         assert_eq!(facts[1]["fact"], 1);
     }

@@ -137,6 +137,12 @@ async fn a_protected_alias_moves_only_for_an_admin_or_a_passed_gate_and_every_mo
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let never = app
+        .request(Method::GET, "/aliases/staging/history")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(never.status(), StatusCode::NOT_FOUND, "an alias that never existed");
 }
 
 /// A webhook receiver that answers 500 to its first `failures` requests, then 204, and
