@@ -561,9 +561,12 @@ mod tests {
         assert!(loaded.webhooks.receivers.is_empty());
         assert_eq!(
             toml::Table::try_from(&loaded.webhooks).unwrap(),
-            toml::Table::try_from(&WebhookSettings::default()).unwrap()
+            toml::Table::try_from(WebhookSettings::default()).unwrap()
         );
-        assert_eq!(loaded.replica_heartbeat_secs, Settings::default().replica_heartbeat_secs);
+        assert_eq!(
+            loaded.replica_heartbeat_secs,
+            Settings::default().replica_heartbeat_secs
+        );
     }
 
     #[test]
@@ -573,7 +576,10 @@ mod tests {
         let write = |body: &str| std::fs::write(&file, body).unwrap();
         write("[[webhooks.receivers]]\nurl = \"https://ci.test/hook\"\nsecret = \"s\"\nevents = [\"alias.moved\"]\n");
         let settings = Settings::load(Some(&file), env(&[])).unwrap();
-        assert_eq!(settings.webhooks.receivers_of("alias.moved"), ["https://ci.test/hook"]);
+        assert_eq!(
+            settings.webhooks.receivers_of("alias.moved"),
+            ["https://ci.test/hook"]
+        );
         assert!(settings.webhooks.receivers_of("edit.applied").is_empty());
         for bad in [
             "url = \"ftp://x\"\nsecret = \"s\"",

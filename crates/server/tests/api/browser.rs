@@ -56,6 +56,8 @@ impl ChromeDriver {
 
     async fn browser(&self, width: u32, height: u32) -> Client {
         let mut capabilities = serde_json::Map::new();
+        // The console, read back through chromedriver's log endpoint (see `console`).
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         capabilities.insert(
             "goog:chromeOptions".into(),
             json!({
@@ -72,6 +74,31 @@ impl ChromeDriver {
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
             .expect("a chromium session")
+    }
+}
+
+impl ChromeDriver {
+    /// The browser console's warnings and errors since the last call (chromedriver's
+    /// log endpoint drains what it returns), as "LEVEL message" lines.
+    async fn console(&self, browser: &Client) -> Vec<String> {
+        let session = browser.session_id().await.unwrap().expect("a session");
+        let url = format!("http://127.0.0.1:{}/session/{session}/se/log", self.port);
+        let answer: Value = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["value"]
+            .as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG")
+            .map(|e| format!("{} {}", e["level"].as_str().unwrap_or("?"), e["message"]))
+            .collect()
     }
 }
 
@@ -169,6 +196,10 @@ impl Screenshots {
     }
 
     async fn take(&self, browser: &Client, name: &str) {
+        browser
+            .execute("window.scrollTo(0, 0)", vec![])
+            .await
+            .unwrap();
         let png = browser.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         std::fs::write(self.0.join(format!("{name}.png")), png).unwrap();
@@ -197,10 +228,14 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
     let temp = tempfile::tempdir().unwrap();
     let shots = Screenshots::new(&temp);
     let driver = ChromeDriver::start().await;
-    let browser = driver.browser(1200, 1000).await;
+    let browser = driver.browser(1200, 1500).await;
 
-    // Auth is on: the page asks for a token once and keeps it for the tab.
+    // Auth is on: the page asks for a token once and keeps it for the tab. Until then
+    // the console shows the refused calls, and only those.
     sign_in(&browser, &app).await;
+    for line in driver.console(&browser).await {
+        assert!(line.contains("401"), "before the token: {line}");
+    }
 
     // An edit submitted in the form reaches `applied` on the page by itself.
     open(&browser, &app, "edits").await;
@@ -315,6 +350,8 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
         .await
         .unwrap();
     assert_eq!(errors, json!([]), "the page reported errors");
+    let console = driver.console(&browser).await;
+    assert!(console.is_empty(), "console errors: {console:#?}");
     browser.close().await.unwrap();
 
     // A narrow screen: no view is wider than the window.
@@ -358,5 +395,10 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
         .await
         .unwrap();
     assert_eq!(errors, json!([]), "the page reported errors");
+    let console = driver.console(&phone).await;
+    assert!(
+        console.iter().all(|l| l.contains("401")),
+        "console errors: {console:#?}"
+    );
     phone.close().await.unwrap();
 }

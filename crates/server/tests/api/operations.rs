@@ -142,15 +142,22 @@ async fn a_protected_alias_moves_only_for_an_admin_or_a_passed_gate_and_every_mo
         .send()
         .await
         .unwrap();
-    assert_eq!(never.status(), StatusCode::NOT_FOUND, "an alias that never existed");
+    assert_eq!(
+        never.status(),
+        StatusCode::NOT_FOUND,
+        "an alias that never existed"
+    );
 }
+
+/// One request a receiver got: headers, body, arrival.
+type Received = (HeaderMap, Vec<u8>, Instant);
 
 /// A webhook receiver that answers 500 to its first `failures` requests, then 204, and
 /// keeps every request's headers and body.
 #[derive(Clone, Default)]
 struct Receiver {
     failures: Arc<Mutex<usize>>,
-    seen: Arc<Mutex<Vec<(HeaderMap, Vec<u8>, Instant)>>>,
+    seen: Arc<Mutex<Vec<Received>>>,
 }
 
 async fn receive(

@@ -57,8 +57,8 @@ export async function render(root, [id], ctx) {
 
   const metrics = { ...(edit.metrics || {}) };
   delete metrics.curve;
-  const figures = h("dl", { class: "kv", id: "edit-metrics" },
-    Object.entries(metrics).map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "number" ? fixed(v, 4) : typeof v === "object" ? JSON.stringify(v) : String(v))]));
+  const figures = figureList(metrics);
+  figures.id = "edit-metrics";
 
   const gate = edit.request.gate;
   const gateBox = h("div", { id: "gate" },
@@ -93,6 +93,18 @@ export async function render(root, [id], ctx) {
     h("section", {}, h("h2", {}, "Optimisation"), charts, h("h3", {}, "Text checks"), figures, h("h3", {}, "Gate"), gateBox),
     h("section", { class: "wide" }, h("h2", {}, "Before / after"), prompts.length ? controls : null, grid));
   return () => streams.abort();
+}
+
+/// The stored metrics as a definition list: numbers rounded, nested objects (the text
+/// check, a batch's per-fact rows) as nested lists, long series left to the charts.
+function figureList(metrics) {
+  const value = (v) => {
+    if (typeof v === "number") return Number.isInteger(v) ? String(v) : fixed(v, 4);
+    if (Array.isArray(v)) return v.every((x) => typeof x === "number") ? `${v.length} values (see the curves)` : h("ol", {}, v.map((x) => h("li", {}, value(x))));
+    if (v && typeof v === "object") return figureList(v);
+    return String(v);
+  };
+  return h("dl", { class: "kv" }, Object.entries(metrics).map(([k, v]) => [h("dt", {}, k.replaceAll("_", " ")), h("dd", {}, value(v))]));
 }
 
 /// A table of prompts × seeds × (before, after) images.
