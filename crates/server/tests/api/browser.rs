@@ -339,11 +339,33 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
     wait_for_images(&browser, "#compare-grid img", 2).await;
     shots.take(&browser, "compare").await;
 
-    // Operations: this replica by its heartbeat, the applied edit in the last hour.
+    // Operations: a long edit's progress moves on the page while it runs; this replica
+    // by its heartbeat; both edits in the last hour once it is applied.
+    let long = json!({
+        "prompt": "The King of Spain", "source": "Felipe", "target": "Leonor",
+        "hparams": {"max_steps": 400, "prob_threshold": 1.0},
+    });
+    app.submit_edit(&long).await;
     open(&browser, &app, "operations").await;
+    let progress = "const el = document.querySelector('[id^=ops-progress-]'); \
+                    return el && el.textContent.includes('iteration') ? el.textContent : null";
+    let first = wait_for(&browser, "the running edit's progress", progress).await;
+    let moved = format!(
+        "const el = document.querySelector('[id^=ops-progress-]'); \
+         return el !== null && el.textContent !== {first};"
+    );
+    wait_for(&browser, "the progress to move", &moved).await;
     wait_for_text(&browser, "#ops-replicas", "this").await;
-    wait_for_text(&browser, "#ops-hour", "edits applied (max 1/min, total 1)").await;
     shots.take(&browser, "operations").await;
+    let both_applied = "const t = document.querySelector('#ops-hour').textContent; \
+                        return /edits applied \\(max [12]\\/min, total 2\\)/.test(t) ? t : null";
+    let hour = wait_for(&browser, "both edits in the last hour", both_applied).await;
+    assert!(
+        hour.as_str()
+            .unwrap()
+            .contains("edits failed (max 1/min, total 0)"),
+        "{hour}"
+    );
 
     let errors = browser
         .execute("return window.dashboardErrors", vec![])

@@ -1,8 +1,8 @@
-// Operations: the edit queue and running edits (live), recent failures, the image queue
+// Operations: the edit queue and running edits (live over SSE), recent failures, the image queue
 // and batching, replicas by heartbeat, the last hour per minute, webhook deliveries
 // (admins). Refreshed every few seconds while shown.
 
-import { api } from "../api.js";
+import { api, follow } from "../api.js";
 import { barChart, clear, fact, factsOf, fixed, h, when } from "../dom.js";
 
 const REFRESH_MS = 2000;
@@ -17,9 +17,21 @@ export async function render(root) {
   };
   root.append(...Object.values(boxes));
   let stopped = false;
+  const streams = new AbortController();
+  const followed = new Set();
   async function refresh() {
     const ops = await api("GET", "/operations");
     drawQueue(boxes.queue, ops);
+    // Running edits move every iteration: follow each one's event stream, so its line
+    // changes live between refreshes.
+    for (const e of ops.running) {
+      if (followed.has(e.id)) continue;
+      followed.add(e.id);
+      follow(e.id, (event) => {
+        const line = document.getElementById(`ops-progress-${e.id}`);
+        if (line && event.type === "progress") line.textContent = progressText(event);
+      }, streams.signal).catch(() => {}).finally(() => followed.delete(e.id));
+    }
     drawReplicas(boxes.replicas, ops);
     drawHour(boxes.hour, ops.last_hour);
     drawFailures(boxes.failures, ops.recent_failures);
@@ -27,7 +39,7 @@ export async function render(root) {
   }
   await refresh();
   const timer = setInterval(() => { if (!stopped) refresh().catch(() => {}); }, REFRESH_MS);
-  return () => { stopped = true; clearInterval(timer); };
+  return () => { stopped = true; clearInterval(timer); streams.abort(); };
 }
 
 function drawQueue(box, ops) {
@@ -41,8 +53,11 @@ function drawQueue(box, ops) {
     ops.running.length ? h("h3", {}, "Running") : null,
     h("ul", {}, ops.running.map((e) => h("li", {},
       h("a", { href: `#/edit/${e.id}` }, fact(factsOf(e.request)[0])),
-      e.progress ? ` · iteration ${e.progress.iteration}, p ${fixed(e.progress.probability, 3)}` : " · starting"))));
+      h("span", { id: `ops-progress-${e.id}` }, e.progress ? progressText(e.progress) : " · starting")))));
 }
+
+const progressText = (p) =>
+  ` · ${p.fact != null ? "fact " + p.fact + ", " : ""}iteration ${p.iteration}, p ${fixed(p.probability, 3)}`;
 
 function drawReplicas(box, ops) {
   clear(box, h("h2", {}, `Replicas (${ops.replicas.length})`), h("table", {},

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Our engine and diffusers on the same shapes, side by side, in one run.
+
+    pip install -r tools/bench/requirements.txt
+    python3 tools/bench/side_by_side.py                       # UNet step and VAE decode, 256 px
+    python3 tools/bench/side_by_side.py --cases unet-256,vae-256,unet-512,vae-512 --reps 3
+
+Each case runs in a child process of its own (ours: the `engine` bench binary with
+`--case`, diffusers: this script with `--torch-case`), one after the other, so that each
+peak RSS is the case's own and the two never compete for the cores. Both sides build
+the same module from the same config (`crates/engine/benches/configs/sd15-*.json`, SD
+v1.5 sizes) with random weights, in f32 on the CPU, with the same thread count, and time
+the same call after one untimed warm-up:
+
+- `unet-N`: one UNet step with classifier-free guidance (batch 2) at N px;
+- `vae-N`: the VAE decode of one latent at N px.
+
+Prints a Markdown table with the ratio ours / diffusers (below 1: we are faster). Times
+are the fastest of `--reps` runs; this machine is shared, so compare ratios, not times.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "crates/engine/benches/configs"
+
+
+def torch_case(name: str, reps: int, threads: int) -> dict:
+    """Runs one case with diffusers in this process; returns its measurement."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kind, pixels = name.split("-")
+    latent = int(pixels) // 8
+    start = time.perf_counter()
+    if kind == "unet":
+        model = UNet2DConditionModel.from_config(json.loads((CONFIGS / "sd15-unet.json").read_text()))
+        sample = torch.randn(2, 4, latent, latent)
+        context = torch.randn(2, 77, 768)
+        call = lambda: model(sample, 981, encoder_hidden_states=context).sample
+    elif kind == "vae":
+        model = AutoencoderKL.from_config(json.loads((CONFIGS / "sd15-vae.json").read_text()))
+        latents = torch.randn(1, 4, latent, latent)
+        call = lambda: model.decode(latents).sample
+    else:
+        raise SystemExit(f"unknown case {name}")
+    model.eval()
+    build = time.perf_counter() - start
+    times = []
+    with torch.inference_mode():
+        call()  # warm-up: first-call allocations and kernel selection
+        for _ in range(reps):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+    return {
+        "secs": times,
+        "build_secs": build,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "version": f"torch {torch.__version__}, diffusers {__import__('diffusers').__version__}",
+    }
+
+
+def ours(name: str, reps: int, threads: int) -> dict:
+    """Runs one case with our engine's bench binary (built once by cargo)."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    # One untimed run first, as on the diffusers side.
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "refact-engine", "--bench", "engine", "--",
+         "--case", name, "--reps", str(reps + 1)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    measurement = json.loads(out.strip().splitlines()[-1])
+    measurement["secs"] = measurement["secs"][1:]
+    return measurement
+
+
+def child(name: str, reps: int, threads: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--torch-case", name, "--reps", str(reps), "--threads", str(threads)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="unet-256,vae-256")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--torch-case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_case:
+        print(json.dumps(torch_case(args.torch_case, args.reps, args.threads)))
+        return
+
+    rows = []
+    version = ""
+    for name in args.cases.split(","):
+        print(f"running {name}: ours ...", file=sys.stderr)
+        mine = ours(name, args.reps, args.threads)
+        print(f"running {name}: diffusers ...", file=sys.stderr)
+        theirs = child(name, args.reps, args.threads)
+        version = theirs["version"]
+        rows.append((name, mine, theirs))
+
+    print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, f32 CPU, "
+          f"random weights, fastest of {args.reps} runs after a warm-up; {version}\n")
+    print("| case | ours | diffusers | ours / diffusers | peak RSS ours | peak RSS diffusers |")
+    print("|---|---|---|---|---|---|")
+    for name, mine, theirs in rows:
+        a, b = min(mine["secs"]), min(theirs["secs"])
+        print(f"| {name} | {a:.2f} s | {b:.2f} s | {a / b:.2f}× | "
+              f"{mine['peak_rss_kb'] / 1024:.0f} MiB | {theirs['peak_rss_kb'] / 1024:.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
