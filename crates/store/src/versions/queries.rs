@@ -138,19 +138,13 @@ impl Store {
     /// The apply versions in version `number` (at or below it, not reverted by then)
     /// whose quality gate failed, oldest first: what keeps an alias off `number`.
     pub async fn failed_gates_in(&self, number: i64) -> Result<Vec<i64>> {
-        let numbers: Vec<i64> = on_pool!(self, pool => {
-            sqlx::query_scalar(
-                "SELECT a.number FROM versions a \
-                 WHERE a.number <= $1 AND a.kind = 'apply' AND a.gate_status = 'failed' \
-                   AND NOT EXISTS (SELECT 1 FROM versions r \
-                                   WHERE r.reverts_version = a.number AND r.number <= $1) \
-                 ORDER BY a.number",
-            )
-            .bind(number)
-            .fetch_all(pool)
-            .await
-        })?;
-        Ok(numbers)
+        Ok(self
+            .live_applies_in(number)
+            .await?
+            .into_iter()
+            .filter(|v| v.gate_status == Some(GateStatus::Failed))
+            .map(|v| v.number)
+            .collect())
     }
 
     /// The apply versions live in version `number` (at or below it, not reverted by
