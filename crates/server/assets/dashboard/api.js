@@ -40,13 +40,17 @@ export async function api(method, path, body) {
 
 const images = new Map();
 
-/// Renders `body` at `version` (a number or alias) and returns
+/// Renders `body` at `version` (a number, an alias, or "" for the server's default) and returns
 /// `{url, version, seed}`; the same request is rendered once per tab.
 export function image(version, body) {
   const key = JSON.stringify([String(version), body]);
+  // The default version moves with the production alias: never answered from the cache.
+  if (version === "" || version == null) images.delete(key);
   if (!images.has(key)) {
     const request = (async () => {
-      const response = await fetch("/generate?version=" + encodeURIComponent(version), {
+      // No version: the server's default (the `production` alias, else the head).
+      const query = version === "" || version == null ? "" : "?version=" + encodeURIComponent(version);
+      const response = await fetch("/generate" + query, {
         method: "POST",
         headers: headers({ "Content-Type": "application/json", Accept: "image/png" }),
         body: JSON.stringify(body),

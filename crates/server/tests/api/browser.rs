@@ -339,6 +339,28 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
     wait_for_images(&browser, "#compare-grid img", 2).await;
     shots.take(&browser, "compare").await;
 
+    // Generate: one image at the production alias, the form's sizes from the model.
+    open(&browser, &app, "generate").await;
+    let width = wait_for(
+        &browser,
+        "the generate form",
+        "const w = document.querySelector('#gen-form [name=width]'); return w && w.value;",
+    )
+    .await;
+    assert_eq!(width, json!("64"), "the model's default size, not 512");
+    fill(
+        &browser,
+        "#gen-form [name=prompt]",
+        "a photo of the Prince of Wales",
+    )
+    .await;
+    fill(&browser, "#gen-form [name=steps]", "2").await;
+    fill(&browser, "#gen-form [name=seed]", "3").await;
+    click(&browser, "#gen-form button").await;
+    wait_for_images(&browser, "#image", 1).await;
+    wait_for_text(&browser, "#gen-msg", "version 1, seed 3").await;
+    shots.take(&browser, "generate").await;
+
     // Operations: a long edit's progress moves on the page while it runs; this replica
     // by its heartbeat; both edits in the last hour once it is applied.
     let long = json!({

@@ -11,7 +11,7 @@ export async function render(root, _params, ctx) {
     h("label", {}, "Prompt ", h("input", { name: "prompt", required: true, placeholder: "a photo of the Prince of Wales" })),
     h("label", {}, "Negative prompt ", h("input", { name: "negative_prompt" })),
     h("div", { class: "row" },
-      h("label", {}, "Version/alias ", h("input", { name: "version", placeholder: "production" })),
+      h("label", {}, "Version/alias ", h("input", { name: "version", placeholder: "default: production, else the head" })),
       h("label", {}, "Steps ", h("input", { name: "steps", type: "number", value: 25, min: 1 })),
       h("label", {}, "Guidance ", h("input", { name: "guidance_scale", type: "number", value: 7.5, step: 0.5 })),
       h("label", {}, "Seed ", h("input", { name: "seed", type: "number", min: 0 })),
@@ -33,7 +33,7 @@ export async function render(root, _params, ctx) {
     message.className = "msg muted";
     message.textContent = "rendering…";
     try {
-      const r = await image(String(f.get("version") || "").trim() || "production", body);
+      const r = await image(String(f.get("version") || "").trim(), body);
       picture.src = r.url;
       picture.hidden = false;
       message.className = "msg ok";
