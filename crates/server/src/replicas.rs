@@ -20,13 +20,19 @@ pub struct ReplicaIdentity {
 
 impl ReplicaIdentity {
     pub fn new() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "refact".into());
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
         ReplicaIdentity {
-            id: format!("{host}-{}-{}", std::process::id(), &suffix[..8]),
+            id: unique_process_name(),
             started_at: Utc::now(),
         }
     }
+}
+
+/// `host-pid-random`: names this process (its replica row, its workers' leases) so that
+/// no other process, and no restart of this one, uses the same name.
+pub fn unique_process_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
 impl Default for ReplicaIdentity {

@@ -11,7 +11,6 @@
 //! device) go back to the queue until the edit's attempts are spent; errors that would
 //! repeat (invalid request, non-finite optimisation) fail the edit at once.
 
-mod curve;
 mod heartbeat;
 mod stop;
 #[cfg(test)]
@@ -25,7 +24,6 @@ use crate::events::{EditEvent, StatusEvent};
 use crate::gate::{split_submission, verdict, GateMeasurement, GateRequest};
 use crate::metrics as m;
 use crate::state::AppState;
-use curve::Curve;
 use heartbeat::ProgressSlot;
 use refact_engine::EngineError;
 use refact_store::{CommitDelta, CommitOutcome, Edit};
@@ -86,10 +84,10 @@ pub struct EditWorker<B: ModelBackend> {
 impl<B: ModelBackend> EditWorker<B> {
     /// A worker with a fresh id (host, process, random suffix: unique across restarts).
     pub fn new(state: AppState<B>) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-        let suffix = Uuid::new_v4().simple().to_string();
-        let worker_id = format!("{host}-{}-{}", std::process::id(), &suffix[..8]);
-        EditWorker { state, worker_id }
+        EditWorker {
+            state,
+            worker_id: crate::replicas::unique_process_name(),
+        }
     }
 
     /// The id this worker claims edits under.
@@ -365,9 +363,7 @@ impl<B: ModelBackend> EditWorker<B> {
         let signal = signal.clone();
         let progress = progress.clone();
         on_blocking_thread("edit computation", move || {
-            let mut curve = Curve::default();
             let mut observer = |step: EditProgress| {
-                curve.push(step);
                 *progress.lock().expect("progress slot poisoned") = Some(step);
                 events.publish(id, EditEvent::Progress(step));
                 match signal.reason() {
@@ -376,11 +372,7 @@ impl<B: ModelBackend> EditWorker<B> {
                 }
             };
             let stopped = || signal.reason().is_some();
-            let mut computed = backend.compute_edit(&request, &parent, &mut observer, &stopped)?;
-            if let Some(metrics) = computed.metrics.as_object_mut() {
-                metrics.insert("curve".into(), curve.to_json());
-            }
-            Ok(computed)
+            backend.compute_edit(&request, &parent, &mut observer, &stopped)
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! What operators and automations rely on: alias history and protected aliases,
 //! webhooks (signed, retried, recorded), the facts live in a version, the operations
-//! summary, and the stored optimisation curve.
+//! summary, and the per-iteration series the dashboard draws its curves from.
 
 use crate::gates::{gated_edit, leaking_negative, unrelated_negative};
 use crate::helpers::{edit_body, generate_body, spawn_app, Db, TestApp};
@@ -369,7 +369,8 @@ async fn a_version_lists_its_live_facts_and_the_operations_summary_adds_up(db: D
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
-    // The curve of every iteration is stored with the metrics, per fact for a batch.
+    // Every iteration's loss and probability is stored with the metrics (the
+    // dashboard's curves), per fact for a batch.
     let edits = app.get_json("/edits?status=applied").await;
     let single = edits["items"]
         .as_array()
@@ -377,22 +378,25 @@ async fn a_version_lists_its_live_facts_and_the_operations_summary_adds_up(db: D
         .iter()
         .find(|e| e["request"]["target"] == "Prince William")
         .unwrap();
-    let curve = &single["metrics"]["curve"]["facts"][0];
-    assert_eq!(curve["iteration"].as_array().unwrap().len(), 4, "{curve}");
-    assert_eq!(curve["loss"].as_array().unwrap().len(), 4);
+    let metrics = &single["metrics"];
+    assert_eq!(metrics["losses"].as_array().unwrap().len(), 4, "{metrics}");
+    assert_eq!(metrics["probabilities"].as_array().unwrap().len(), 4);
     let batch_edit = edits["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["request"]["facts"].is_array())
         .unwrap();
-    assert_eq!(
-        batch_edit["metrics"]["curve"]["facts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    let facts = batch_edit["metrics"]["facts"].as_array().unwrap();
+    assert_eq!(facts.len(), 2);
+    for fact in facts {
+        let losses = fact["losses"].as_array().unwrap();
+        assert!(!losses.is_empty(), "{fact}");
+        assert_eq!(
+            losses.len(),
+            fact["probabilities"].as_array().unwrap().len()
+        );
+    }
 
     app.generate(Some("2"), &generate_body(5)).await;
     let deadline = Instant::now() + Duration::from_secs(10);

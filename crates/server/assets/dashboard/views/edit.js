@@ -29,15 +29,15 @@ export async function render(root, [id], ctx) {
   // Curves: stored ones when finished, collected from the event stream while running.
   const charts = h("div", { id: "curves" });
   const live = new Map();
-  const drawCurves = (curve) => {
-    const series = (curve?.facts || []).map((c, i) => ({ name: c.fact == null ? "edit" : `fact ${c.fact}`, color: COLORS[i % COLORS.length], xs: c.iteration, ys: c.loss, ps: c.probability }));
+  const drawCurves = (curves) => {
+    const series = curves.map((c, i) => ({ name: c.fact == null ? "edit" : `fact ${c.fact}`, color: COLORS[i % COLORS.length], xs: c.iteration, ys: c.loss, ps: c.probability }));
     if (!series.length) return clear(charts, h("p", { class: "muted" }, "no iterations yet"));
     clear(charts,
       h("h3", {}, "Loss"), lineChart(series, { yLabel: "loss" }),
       h("h3", {}, "Target probability"), lineChart(series.map((s) => ({ ...s, ys: s.ps })), { yLabel: "p(target)" }),
       series.length > 1 ? h("p", { class: "muted" }, series.map((s) => h("span", { style: `color:${s.color}` }, s.name + " "))) : null);
   };
-  drawCurves(edit.metrics?.curve);
+  drawCurves(storedCurves(edit.metrics));
   if (edit.status === "queued" || edit.status === "running") {
     follow(edit.id, async (event) => {
       if (event.type === "progress") {
@@ -45,7 +45,7 @@ export async function render(root, [id], ctx) {
         if (!live.has(key)) live.set(key, { fact: key, iteration: [], loss: [], probability: [] });
         const c = live.get(key);
         c.iteration.push(event.iteration); c.loss.push(event.loss); c.probability.push(event.probability);
-        drawCurves({ facts: [...live.values()] });
+        drawCurves([...live.values()]);
         drawStatus({ ...edit, status: "running" }, `iteration ${event.iteration}, p ${fixed(event.probability, 3)}`);
       } else if (event.type === "status" && ["applied", "failed", "cancelled"].includes(event.status)) {
         await ctx.refreshInfo();
@@ -56,7 +56,6 @@ export async function render(root, [id], ctx) {
   }
 
   const metrics = { ...(edit.metrics || {}) };
-  delete metrics.curve;
   const figures = figureList(metrics);
   figures.id = "edit-metrics";
 
@@ -93,6 +92,15 @@ export async function render(root, [id], ctx) {
     h("section", {}, h("h2", {}, "Optimisation"), charts, h("h3", {}, "Text checks"), figures, h("h3", {}, "Gate"), gateBox),
     h("section", { class: "wide" }, h("h2", {}, "Before / after"), prompts.length ? controls : null, grid));
   return () => streams.abort();
+}
+
+/// The curves of a finished edit, from the losses and probabilities the engine stores
+/// for every iteration: the edit's own, or each fact's for a batch (`metrics.facts`).
+function storedCurves(metrics) {
+  if (!metrics) return [];
+  const one = (m, fact) => ({ fact, iteration: m.losses.map((_, i) => i), loss: m.losses, probability: m.probabilities });
+  if (Array.isArray(metrics.facts)) return metrics.facts.filter((m) => m.losses).map((m, i) => one(m, i));
+  return metrics.losses ? [one(metrics, null)] : [];
 }
 
 /// The stored metrics as a definition list: numbers rounded, nested objects (the text
