@@ -10,6 +10,7 @@ pub mod deltas;
 pub mod device;
 pub mod error;
 pub mod image_io;
+pub mod layers;
 pub mod model;
 pub mod pipeline;
 pub mod refact;

@@ -25,6 +25,28 @@ fn vae_decode_matches_diffusers(fixture: &Path) {
     );
 }
 
+/// A batch decodes each row as if it were alone (candle-transformers' `AutoEncoderKL`,
+/// used before, mixed rows: 0.15 off on the fixture), so the pipeline can decode a whole
+/// batch in one call.
+fn a_batch_decodes_each_row_as_alone(fixture: &Path) {
+    let name = refact_testkit::fixture_name(fixture);
+    let g = refact_testkit::goldens_in(fixture);
+    let vae = Vae::load(fixture, &Device::Cpu, DType::F32).unwrap();
+    let latent = &g["vae.latent"];
+    let other = (latent.flip(&[3]).unwrap() * 0.7).unwrap();
+    let batch = candle_core::Tensor::cat(&[latent, &other, latent], 0).unwrap();
+    let decoded = vae.decode(&batch).unwrap();
+    for (row, alone) in [latent, &other, latent].into_iter().enumerate() {
+        let alone = vae.decode(alone).unwrap();
+        let row_out = decoded.narrow(0, row, 1).unwrap();
+        let diff = refact_testkit::max_abs_diff(&row_out, &alone);
+        assert!(
+            diff < 1e-5,
+            "{name}: row {row} of the batch is {diff:.3e} off"
+        );
+    }
+}
+
 /// The sizes come from the fixture's own vae/config.json (tiny-sd [32, 32, 64, 64],
 /// tiny-sd-48 [32, 64, 64, 64]).
 fn the_fixture_vae_config_is_read_from_the_file(fixture: &Path) {
@@ -53,6 +75,7 @@ fn the_fixture_vae_config_is_read_from_the_file(fixture: &Path) {
 
 refact_testkit::test_each_fixture!(
     vae_decode_matches_diffusers,
+    a_batch_decodes_each_row_as_alone,
     the_fixture_vae_config_is_read_from_the_file,
 );
 

@@ -4,6 +4,7 @@
 
 use super::config::AttentionSpec;
 use super::row_linear::RowLinear;
+use crate::layers::{Conv2d, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
 
@@ -204,7 +205,7 @@ impl BasicTransformerBlock {
 /// `use_linear_projection` (SD v2).
 #[derive(Debug)]
 enum Projection {
-    Conv(nn::Conv2d),
+    Conv(Conv2d),
     Linear(RowLinear),
 }
 
@@ -212,7 +213,7 @@ enum Projection {
 /// [`BasicTransformerBlock`]s over the h·w positions, `proj_out`, residual.
 #[derive(Debug)]
 pub struct Transformer2DModel {
-    norm: nn::GroupNorm,
+    norm: GroupNorm,
     proj_in: Projection,
     blocks: Vec<BasicTransformerBlock>,
     proj_out: Projection,
@@ -233,7 +234,7 @@ impl Transformer2DModel {
             Ok(if use_linear_projection {
                 Projection::Linear(RowLinear::new(nn::linear(from, to, vb)?)?)
             } else {
-                Projection::Conv(nn::conv2d(from, to, 1, Default::default(), vb)?)
+                Projection::Conv(Conv2d::load(vb, from, to, 1, 1, 0)?)
             })
         };
         let blocks = (0..spec.transformer_layers)
@@ -247,7 +248,7 @@ impl Transformer2DModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            norm: nn::group_norm(groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::load(vb.pp("norm"), groups, channels, 1e-6)?,
             proj_in: projection(vb.pp("proj_in"), channels, inner)?,
             blocks,
             proj_out: projection(vb.pp("proj_out"), inner, channels)?,
@@ -274,10 +275,10 @@ impl Transformer2DModel {
             let c = t.dim(2)?;
             t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()
         };
-        let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(&to_image(&tokens)?)?,
-            Projection::Linear(linear) => to_image(&linear.forward(&tokens)?)?,
-        };
-        out + xs
+        match &self.proj_out {
+            // The residual is added inside the 1×1 convolution's matrix product.
+            Projection::Conv(conv) => conv.forward_add(&to_image(&tokens)?, xs),
+            Projection::Linear(linear) => to_image(&linear.forward(&tokens)?)? + xs,
+        }
     }
 }

@@ -4,9 +4,9 @@
 
 use super::attention::Transformer2DModel;
 use super::config::{AttentionSpec, DownBlockSpec, UNetLayout, UpBlockSpec};
+use crate::layers::{Conv2d, ResnetBlock2D, ResnetSpec};
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{self as nn, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use candle_nn::VarBuilder;
 
 /// Settings shared by every block of one UNet.
 #[derive(Debug, Clone, Copy)]
@@ -37,16 +37,15 @@ impl BlockContext {
         out_channels: usize,
         output_scale_factor: f64,
     ) -> Result<ResnetBlock2D> {
-        let config = ResnetBlock2DConfig {
-            out_channels: Some(out_channels),
+        let spec = ResnetSpec {
+            in_channels,
+            out_channels,
             temb_channels: Some(self.time_embed_dim),
             groups: self.groups,
-            groups_out: None,
             eps: self.eps,
-            use_in_shortcut: None,
             output_scale_factor,
         };
-        ResnetBlock2D::new(vb, in_channels, config)
+        ResnetBlock2D::new(vb, spec)
     }
 
     fn attentions(
@@ -77,20 +76,15 @@ impl BlockContext {
 /// A 3×3 convolution with stride 2 (`downsamplers.0.conv`).
 #[derive(Debug)]
 struct Downsample {
-    conv: nn::Conv2d,
+    conv: Conv2d,
     /// diffusers pads right and bottom by one when the conv itself has no padding.
     pad_bottom_right: bool,
 }
 
 impl Downsample {
     fn new(vb: VarBuilder, channels: usize, padding: usize) -> Result<Self> {
-        let config = nn::Conv2dConfig {
-            stride: 2,
-            padding,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: nn::conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: Conv2d::load(vb.pp("conv"), channels, channels, 3, 2, padding)?,
             pad_bottom_right: padding == 0,
         })
     }
@@ -110,17 +104,13 @@ impl Downsample {
 /// Nearest-neighbour ×2 (or to the skip connection's size) then a 3×3 convolution.
 #[derive(Debug)]
 struct Upsample {
-    conv: nn::Conv2d,
+    conv: Conv2d,
 }
 
 impl Upsample {
     fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
-        let config = nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: nn::conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: Conv2d::load(vb.pp("conv"), channels, channels, 3, 1, 1)?,
         })
     }
 

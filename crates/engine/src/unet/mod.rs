@@ -10,9 +10,10 @@ mod row_linear;
 pub use config::{UNetConfig, UNetLayout};
 
 use crate::error::{EngineError, Result};
+use crate::layers::{Conv2d, GroupNorm};
 use blocks::{BlockContext, DownBlock, MidBlock, UpBlock};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{self as nn, VarBuilder};
+use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use std::path::Path;
 
@@ -27,14 +28,14 @@ pub struct UNet2DConditionModel {
     config: UNetConfig,
     dtype: DType,
     device: Device,
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 fn same_padding_conv(
@@ -42,12 +43,8 @@ fn same_padding_conv(
     in_channels: usize,
     out_channels: usize,
     kernel: usize,
-) -> candle_core::Result<nn::Conv2d> {
-    let config = nn::Conv2dConfig {
-        padding: (kernel - 1) / 2,
-        ..Default::default()
-    };
-    nn::conv2d(in_channels, out_channels, kernel, config, vb)
+) -> candle_core::Result<Conv2d> {
+    Conv2d::load(vb, in_channels, out_channels, kernel, 1, (kernel - 1) / 2)
 }
 
 impl UNet2DConditionModel {
@@ -114,11 +111,11 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: nn::group_norm(
+            conv_norm_out: GroupNorm::load(
+                vb.pp("conv_norm_out"),
                 layout.groups,
                 c0,
                 config.norm_eps,
-                vb.pp("conv_norm_out"),
             )?,
             conv_out: same_padding_conv(
                 vb.pp("conv_out"),
@@ -214,7 +211,7 @@ impl UNet2DConditionModel {
             };
             xs = block.forward(&xs, &block_skips, &temb, &context, upsample_size)?;
         }
-        let xs = nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
     }
 }

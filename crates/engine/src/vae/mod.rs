@@ -1,11 +1,17 @@
-//! The VAE decoder: candle-transformers' `AutoEncoderKL` (it matches diffusers to 6e-6)
-//! built from the folder's `vae/config.json`, plus the latent scaling candle leaves out.
+//! The VAE decoder, built from the folder's `vae/config.json`: the latent scaling, then
+//! `post_quant_conv` and diffusers' `Decoder`. Only decoding is needed to render, so the
+//! encoder's weights are never read.
+
+mod attention;
+mod decoder;
 
 use crate::config_file::read_json;
 use crate::error::{EngineError, Result};
+use crate::layers::Conv2d;
+use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use decoder::Decoder;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +90,7 @@ impl VaeConfig {
         EngineError::config(path, message)
     }
 
-    /// Refuses what candle's `AutoEncoderKL` does not build.
+    /// Refuses what the decoder does not build.
     pub fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
@@ -144,22 +150,13 @@ impl VaeConfig {
     pub fn downsampling_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
     }
-
-    fn candle_config(&self) -> AutoEncoderKLConfig {
-        AutoEncoderKLConfig {
-            block_out_channels: self.block_out_channels.clone(),
-            layers_per_block: self.layers_per_block,
-            latent_channels: self.latent_channels,
-            norm_num_groups: self.norm_num_groups,
-            use_quant_conv: self.use_quant_conv,
-            use_post_quant_conv: self.use_post_quant_conv,
-        }
-    }
 }
 
 /// The VAE, used to turn final latents into images.
 pub struct Vae {
-    model: AutoEncoderKL,
+    /// The 1×1 convolution in front of the decoder, when the config has one.
+    post_quant_conv: Option<Conv2d>,
+    decoder: Decoder,
     config: VaeConfig,
     dtype: DType,
 }
@@ -178,14 +175,14 @@ impl Vae {
     pub fn new(vb: VarBuilder, config: &VaeConfig) -> Result<Self> {
         config.check()?;
         let dtype = vb.dtype();
-        let model = AutoEncoderKL::new(
-            vb,
-            config.in_channels,
-            config.out_channels,
-            config.candle_config(),
-        )?;
+        let latent = config.latent_channels;
+        let post_quant_conv = config
+            .use_post_quant_conv
+            .then(|| Conv2d::load(vb.pp("post_quant_conv"), latent, latent, 1, 1, 0))
+            .transpose()?;
         Ok(Self {
-            model,
+            post_quant_conv,
+            decoder: Decoder::new(vb.pp("decoder"), config)?,
             config: config.clone(),
             dtype,
         })
@@ -225,6 +222,10 @@ impl Vae {
     /// `scaling_factor` itself: pass the scheduler's latents as they are.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let latents = (latents.to_dtype(self.dtype)? / self.config.scaling_factor)?;
-        Ok(self.model.decode(&latents)?)
+        let latents = match &self.post_quant_conv {
+            Some(conv) => conv.forward(&latents)?,
+            None => latents,
+        };
+        Ok(self.decoder.forward(&latents)?)
     }
 }

@@ -1,0 +1,205 @@
+//! Group normalisation, optionally followed by SiLU, in one pass on the CPU.
+//!
+//! candle-nn's `GroupNorm` is eight tensor operations (mean, subtract, square, mean,
+//! add, sqrt, divide, scale and shift), each a full pass over the activations, and SiLU
+//! is a ninth; candle's elementwise operations run on one thread in our binaries
+//! (`device::prefer_single_threaded_elementwise_ops`). Here the statistics take one read
+//! and the normalised, scaled (and SiLU'd) output one write, groups in parallel. Other
+//! devices and dtypes go through candle-nn.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_nn::{self as nn, VarBuilder};
+use rayon::prelude::*;
+
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: nn::GroupNorm,
+    /// [channels], contiguous: the scale and shift the kernel reads.
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` [channels] (PyTorch's names).
+    pub fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get(channels, "weight")?;
+        let bias = vb.get(channels, "bias")?;
+        Ok(Self {
+            inner: nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+            weight: weight.contiguous()?,
+            bias: bias.contiguous()?,
+            groups,
+            eps,
+        })
+    }
+
+    /// Group norm, then SiLU, as the resnets and the decoder's output use them.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.uses_own_kernel(xs) {
+            self.apply_own(xs, true)
+        } else {
+            nn::ops::silu(&self.inner.forward(xs)?)
+        }
+    }
+
+    fn uses_own_kernel(&self, xs: &Tensor) -> bool {
+        xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32
+    }
+
+    fn apply_own(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
+        let op = FusedGroupNorm {
+            groups: self.groups,
+            eps: self.eps,
+            silu,
+        };
+        xs.contiguous()?
+            .apply_op3_no_bwd(&self.weight, &self.bias, &op)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.uses_own_kernel(xs) {
+            self.apply_own(xs, false)
+        } else {
+            self.inner.forward(xs)
+        }
+    }
+}
+
+struct FusedGroupNorm {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl CustomOp3 for FusedGroupNorm {
+    fn name(&self) -> &'static str {
+        "refact-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        input: &CpuStorage,
+        input_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = input_layout.shape().dims();
+        if dims.len() < 2 {
+            candle_core::bail!("group norm: input of shape {dims:?}")
+        }
+        let channels = dims[1];
+        if channels % self.groups != 0 {
+            candle_core::bail!("group norm: {channels} channels in {} groups", self.groups)
+        }
+        let input = f32_slice(input, input_layout)?;
+        let weight = f32_slice(weight, weight_layout)?;
+        let bias = f32_slice(bias, bias_layout)?;
+        if weight.len() != channels || bias.len() != channels {
+            candle_core::bail!(
+                "group norm: {} scales for {channels} channels",
+                weight.len()
+            )
+        }
+        let plane: usize = dims[2..].iter().product();
+        let per_group = channels / self.groups;
+        let group_len = per_group * plane;
+        let mut out = vec![0f32; input.len()];
+        out.par_chunks_mut(group_len)
+            .zip(input.par_chunks(group_len))
+            .enumerate()
+            .for_each(|(index, (out, input))| {
+                let first_channel = (index % self.groups) * per_group;
+                let (mean, inv_std) = statistics(input, self.eps);
+                for (c, (out, input)) in out
+                    .chunks_exact_mut(plane)
+                    .zip(input.chunks_exact(plane))
+                    .enumerate()
+                {
+                    let scale = inv_std * weight[first_channel + c];
+                    let shift = bias[first_channel + c] - mean * scale;
+                    for (y, &x) in out.iter_mut().zip(input) {
+                        let v = x * scale + shift;
+                        *y = if self.silu { v / (1.0 + (-v).exp()) } else { v };
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), input_layout.shape().clone()))
+    }
+}
+
+/// Mean and 1/√(variance + eps) of one group (biased variance, as PyTorch), summed in f64.
+fn statistics(values: &[f32], eps: f64) -> (f32, f32) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let variance = values
+        .iter()
+        .map(|&x| {
+            let d = x as f64 - mean;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    (mean as f32, (1.0 / (variance + eps).sqrt()) as f32)
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(all) = storage else {
+        candle_core::bail!("group norm: the CPU kernel takes f32 only")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&all[start..end]),
+        None => candle_core::bail!("group norm: operand is not contiguous"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_candle_nn_with_and_without_silu() {
+        let (b, c, h, w, groups) = (2, 12, 5, 7, 4);
+        let values: Vec<f32> = (0..b * c * h * w)
+            .map(|i| ((i * 37 % 101) as f32 / 25.0 - 2.0) * (1.0 + (i % 3) as f32))
+            .collect();
+        let xs = Tensor::from_vec(values, (b, c, h, w), &Device::Cpu).unwrap();
+        let weight = Tensor::arange(0f32, c as f32, &Device::Cpu)
+            .unwrap()
+            .affine(0.1, 0.5)
+            .unwrap();
+        let bias = Tensor::arange(0f32, c as f32, &Device::Cpu)
+            .unwrap()
+            .affine(-0.05, 0.2)
+            .unwrap();
+        let norm = GroupNorm {
+            inner: nn::GroupNorm::new(weight.clone(), bias.clone(), c, groups, 1e-6).unwrap(),
+            weight,
+            bias,
+            groups,
+            eps: 1e-6,
+        };
+        let diff = |a: Tensor, b: Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let reference = norm.inner.forward(&xs).unwrap();
+        assert!(diff(norm.forward(&xs).unwrap(), reference.clone()) < 1e-5);
+        let reference = nn::ops::silu(&reference).unwrap();
+        assert!(diff(norm.forward_silu(&xs).unwrap(), reference) < 1e-5);
+    }
+}

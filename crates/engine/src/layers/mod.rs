@@ -1,0 +1,11 @@
+//! Building blocks shared by the UNet and the VAE, with CPU kernels of our own where
+//! candle's are the bottleneck (docs/PERFORMANCE.md).
+
+pub mod conv;
+pub mod group_norm;
+mod im2col;
+pub mod resnet;
+
+pub use conv::Conv2d;
+pub use group_norm::GroupNorm;
+pub use resnet::{ResnetBlock2D, ResnetSpec};

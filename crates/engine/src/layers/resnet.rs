@@ -1,0 +1,84 @@
+//! diffusers' `ResnetBlock2D`, for the UNet (with a timestep embedding) and the VAE
+//! (without): group norm, SiLU, 3×3 convolution, twice, plus a shortcut that the second
+//! convolution adds onto inside its matrix product.
+
+use super::conv::Conv2d;
+use super::group_norm::GroupNorm;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{self as nn, VarBuilder};
+
+/// The sizes of one resnet block.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// Width of the timestep embedding projected into the block (the UNet's); `None` in
+    /// the VAE.
+    pub temb_channels: Option<usize>,
+    pub groups: usize,
+    pub eps: f64,
+    /// The sum is divided by this (1 in every SD v1.x model).
+    pub output_scale_factor: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<nn::Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    /// A 1×1 convolution when the block changes the channel count.
+    conv_shortcut: Option<Conv2d>,
+    output_scale_factor: f64,
+}
+
+impl ResnetBlock2D {
+    /// Loads the block from diffusers' names under `vb` (`norm1`, `conv1`, …).
+    pub fn new(vb: VarBuilder, spec: ResnetSpec) -> Result<Self> {
+        let (c_in, c_out) = (spec.in_channels, spec.out_channels);
+        let time_emb_proj = spec
+            .temb_channels
+            .map(|temb| nn::linear(temb, c_out, vb.pp("time_emb_proj")))
+            .transpose()?;
+        let conv_shortcut = (c_in != c_out)
+            .then(|| Conv2d::load(vb.pp("conv_shortcut"), c_in, c_out, 1, 1, 0))
+            .transpose()?;
+        Ok(Self {
+            norm1: GroupNorm::load(vb.pp("norm1"), spec.groups, c_in, spec.eps)?,
+            conv1: Conv2d::load(vb.pp("conv1"), c_in, c_out, 3, 1, 1)?,
+            time_emb_proj,
+            norm2: GroupNorm::load(vb.pp("norm2"), spec.groups, c_out, spec.eps)?,
+            conv2: Conv2d::load(vb.pp("conv2"), c_out, c_out, 3, 1, 1)?,
+            conv_shortcut,
+            output_scale_factor: spec.output_scale_factor,
+        })
+    }
+
+    /// `xs` [b, c_in, h, w]; `temb` [b, temb_channels] when the block was built with one.
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let mut hidden = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
+        match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let temb = proj.forward(&nn::ops::silu(temb)?)?;
+                hidden = hidden.broadcast_add(&temb.unsqueeze(2)?.unsqueeze(3)?)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => candle_core::bail!("resnet block: timestep embedding missing"),
+            (None, Some(_)) => {
+                candle_core::bail!("resnet block: built without a timestep embedding")
+            }
+        }
+        let hidden = self.norm2.forward_silu(&hidden)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        let out = self.conv2.forward_add(&hidden, &shortcut)?;
+        if self.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale_factor
+        }
+    }
+}
