@@ -333,6 +333,7 @@ fn run_all(quick: bool, reps: usize) {
 fn main() {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
+    refact_engine::device::keep_freed_memory_mapped();
     let args: Vec<String> = std::env::args().collect();
     let reps = arg_value(&args, "--reps")
         .and_then(|r| r.parse().ok())

@@ -57,6 +57,7 @@ fn arg_value(args: &[String], flag: &str) -> Option<String> {
 fn main() {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
+    refact_engine::device::keep_freed_memory_mapped();
     let args: Vec<String> = std::env::args().collect();
     let device = arg_value(&args, "--device")
         .or_else(|| std::env::var("REFACT_DEVICE").ok())

@@ -307,6 +307,7 @@ fn svg(points: &[Checkpoint], title: &str) -> String {
 fn main() {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
+    refact_engine::device::keep_freed_memory_mapped();
     let options = options();
     let model = load_model(&options.model);
     let layer = default_layer(model.encoder.num_layers());

@@ -139,6 +139,7 @@ fn main() {
     // As `refact serve` does, before any thread exists.
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
+    refact_engine::device::keep_freed_memory_mapped();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     refact_engine::device::prefer_single_threaded_elementwise_ops();
     refact_engine::device::pin_matmul_thread_count();
+    refact_engine::device::keep_freed_memory_mapped();
     let args = cli::Cli::parse();
     cli::init_tracing();
     match cli::run(args) {

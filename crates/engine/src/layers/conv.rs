@@ -208,19 +208,11 @@ fn convolve_onto(geometry: &Geometry, input: &[f32], weight: &[f32], out: &mut [
         gemm::Parallelism::None
     };
     let g = geometry;
-    let k = g.patch_len();
     let plane = g.output_plane();
-    let direct = g.kernel == 1 && g.stride == 1 && g.padding == 0;
-    let rows_per_chunk = (MAX_CHUNK_ELEMENTS / (k * g.out_w).max(1)).clamp(1, g.out_h);
-    let mut columns = if direct {
-        Vec::new()
-    } else {
-        vec![0f32; k * rows_per_chunk * g.out_w]
-    };
-    for b in 0..g.batch {
-        let image = &input[b * g.input_image_len()..(b + 1) * g.input_image_len()];
-        let out_image = &mut out[b * g.c_out * plane..(b + 1) * g.c_out * plane];
-        if direct {
+    if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
+        for b in 0..g.batch {
+            let image = &input[b * g.input_image_len()..(b + 1) * g.input_image_len()];
+            let out_image = &mut out[b * g.c_out * plane..(b + 1) * g.c_out * plane];
             // A 1×1 convolution is the product itself: [c_out, c_in] @ [c_in, h·w].
             // SAFETY: the three slices hold m·k, k·n and m·n elements at these strides.
             unsafe {
@@ -231,21 +223,64 @@ fn convolve_onto(geometry: &Geometry, input: &[f32], weight: &[f32], out: &mut [
                     image,
                     g.c_out,
                     plane,
-                    k,
+                    g.c_in,
                     parallelism,
                 )
             };
-            continue;
         }
+        return;
+    }
+    let rows_per_band = (MAX_CHUNK_ELEMENTS / (g.patch_len() * g.out_w).max(1)).clamp(1, g.out_h);
+    let needed = g.patch_len() * rows_per_band * g.out_w;
+    COLUMNS.with_borrow_mut(|columns| {
+        // im2col writes every element it hands to gemm: growing the buffer is enough.
+        if columns.len() < needed {
+            *columns = vec![0f32; needed];
+        }
+        convolve_bands(
+            g,
+            input,
+            weight,
+            out,
+            &mut columns[..needed],
+            rows_per_band,
+            parallelism,
+        );
+    });
+}
+
+thread_local! {
+    /// The im2col buffer, kept between calls (at most 32 MiB per thread that convolves):
+    /// allocating it afresh for every convolution had the kernel clearing new pages for
+    /// 11% of a VAE decode (perf, 256 px).
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The k×k case: for each image, bands of `rows_per_band` output rows, each through
+/// im2col into `columns` and then one gemm into the output.
+fn convolve_bands(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+    columns: &mut [f32],
+    rows_per_band: usize,
+    parallelism: gemm::Parallelism,
+) {
+    let k = g.patch_len();
+    let plane = g.output_plane();
+    for b in 0..g.batch {
+        let image = &input[b * g.input_image_len()..(b + 1) * g.input_image_len()];
+        let out_image = &mut out[b * g.c_out * plane..(b + 1) * g.c_out * plane];
         let mut row = 0;
         while row < g.out_h {
-            let rows = rows_per_chunk.min(g.out_h - row);
+            let rows = rows_per_band.min(g.out_h - row);
             let n = rows * g.out_w;
-            let chunk = &mut columns[..k * n];
-            im2col_rows(g, image, row..row + rows, chunk);
+            let band = &mut columns[..k * n];
+            im2col_rows(g, image, row..row + rows, band);
             let dst = &mut out_image[row * g.out_w..];
             // SAFETY: dst row c starts at c·plane and holds n ≤ plane − row·out_w elements.
-            unsafe { gemm_onto(dst, plane, weight, chunk, g.c_out, n, k, parallelism) };
+            unsafe { gemm_onto(dst, plane, weight, band, g.c_out, n, k, parallelism) };
             row += rows;
         }
     }
