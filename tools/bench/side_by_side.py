@@ -13,7 +13,9 @@ v1.5 sizes) with random weights, in f32 on the CPU, with the same thread count, 
 the same call after one untimed warm-up:
 
 - `unet-N`: one UNet step with classifier-free guidance (batch 2) at N px;
-- `vae-N`: the VAE decode of one latent at N px.
+- `vae-N`: the VAE decode of one latent at N px;
+- `fixture-N`: a whole image at N px on the tiny-sd fixture (tests/fixtures/tiny-sd, its
+  own PNDM scheduler), 4 steps with guidance 7.5, prompt to pixels.
 
 Prints a Markdown table with the ratio ours / diffusers (below 1: we are faster). Times
 are the fastest of `--reps` runs; this machine is shared, so compare ratios, not times.
@@ -36,7 +38,7 @@ CONFIGS = ROOT / "crates/engine/benches/configs"
 def torch_case(name: str, reps: int, threads: int) -> dict:
     """Runs one case with diffusers in this process; returns its measurement."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -48,13 +50,23 @@ def torch_case(name: str, reps: int, threads: int) -> dict:
         sample = torch.randn(2, 4, latent, latent)
         context = torch.randn(2, 77, 768)
         call = lambda: model(sample, 981, encoder_hidden_states=context).sample
+    elif kind == "fixture":
+        # The same prompt and steps as the engine bench's `fixture-N` case.
+        model = StableDiffusionPipeline.from_pretrained(ROOT / "tests/fixtures/tiny-sd", safety_checker=None)
+        model.set_progress_bar_config(disable=True)
+        size = int(pixels)
+        call = lambda: model(
+            "a photo of an astronaut riding a horse", num_inference_steps=4, guidance_scale=7.5,
+            height=size, width=size, generator=torch.Generator().manual_seed(0), output_type="np",
+        ).images
     elif kind == "vae":
         model = AutoencoderKL.from_config(json.loads((CONFIGS / "sd15-vae.json").read_text()))
         latents = torch.randn(1, 4, latent, latent)
         call = lambda: model.decode(latents).sample
     else:
         raise SystemExit(f"unknown case {name}")
-    model.eval()
+    if hasattr(model, "eval"):
+        model.eval()
     build = time.perf_counter() - start
     times = []
     with torch.inference_mode():

@@ -15,6 +15,9 @@ use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::random_weights::RandomWeights;
+use refact_engine::model::stable_diffusion::StableDiffusion;
+use refact_engine::pipeline::GenerateParams;
+use refact_engine::scheduler::SchedulerKind;
 use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
 use refact_engine::vae::{Vae, VaeConfig};
@@ -47,6 +50,12 @@ enum Case {
     VaeDecode {
         pixels: usize,
     },
+    /// A whole image on the tiny-sd fixture (tests/fixtures/tiny-sd, its own PNDM
+    /// scheduler): prompt, 4 steps with guidance, VAE decode. Tiny weights at a full
+    /// image size: what the evaluation runner waits for on the fixture.
+    FixtureImage {
+        pixels: usize,
+    },
 }
 
 impl Case {
@@ -56,6 +65,7 @@ impl Case {
             Case::EditedTextEncoder { edits } => format!("edited-{edits}"),
             Case::UnetStep { pixels } => format!("unet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
+            Case::FixtureImage { pixels } => format!("fixture-{pixels}"),
         }
     }
 
@@ -74,6 +84,9 @@ impl Case {
             Case::VaeDecode { pixels } => {
                 format!("VAE decode, {pixels} px (latent {0}×{0})", pixels / 8)
             }
+            Case::FixtureImage { pixels } => {
+                format!("whole image on the tiny-sd fixture, {pixels} px, {FIXTURE_STEPS} steps")
+            }
         }
     }
 
@@ -85,6 +98,7 @@ impl Case {
             "edited" => Some(Case::EditedTextEncoder { edits: pixels }),
             "unet" => Some(Case::UnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
+            "fixture" => Some(Case::FixtureImage { pixels }),
             _ => None,
         }
     }
@@ -102,6 +116,10 @@ struct Measurement {
     device: String,
     dtype: String,
 }
+
+/// The whole-image case's settings; `tools/bench/side_by_side.py` renders the same.
+const FIXTURE_PROMPT: &str = "a photo of an astronaut riding a horse";
+const FIXTURE_STEPS: usize = 4;
 
 const BOS: u32 = 49406;
 const EOS: u32 = 49407;
@@ -233,6 +251,23 @@ fn run_case(case: Case, reps: usize) {
             let latent = pixels / 8;
             let latents = Tensor::randn(0f32, 1.0, (1, 4, latent, latent), &device).unwrap();
             let secs = time_runs(&device, reps, || vae.decode(&latents).expect("vae decode"));
+            (secs, build_secs)
+        }
+        Case::FixtureImage { pixels } => {
+            let folder =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-sd");
+            let model =
+                StableDiffusion::load_folder(&folder, "tiny-sd", &device, dtype).expect("fixture");
+            let build_secs = build.elapsed().as_secs_f64();
+            let mut params = GenerateParams::new(FIXTURE_PROMPT, SchedulerKind::Pndm);
+            params.steps = FIXTURE_STEPS;
+            (params.width, params.height) = (pixels, pixels);
+            let deltas = DeltaSet::empty();
+            let secs = time_runs(&device, reps, || {
+                model
+                    .generate(&params, &deltas, &mut |_, _| true)
+                    .expect("generate")
+            });
             (secs, build_secs)
         }
     };

@@ -152,7 +152,10 @@ mod tests {
         keep_freed_memory_mapped();
         // SAFETY: reading an option.
         let delay = unsafe { libmimalloc_sys::mi_option_get(15) };
-        assert_eq!(delay, -1, "option 15 is not mimalloc's purge delay any more");
+        assert_eq!(
+            delay, -1,
+            "option 15 is not mimalloc's purge delay any more"
+        );
     }
 
     #[test]

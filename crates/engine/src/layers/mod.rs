@@ -5,6 +5,7 @@ pub mod conv;
 pub mod group_norm;
 mod im2col;
 pub mod resnet;
+pub mod softmax;
 
 pub use conv::Conv2d;
 pub use group_norm::GroupNorm;

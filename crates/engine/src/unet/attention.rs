@@ -4,6 +4,7 @@
 
 use super::config::AttentionSpec;
 use super::row_linear::RowLinear;
+use crate::layers::softmax::softmax_last_dim_in_place;
 use crate::layers::{Conv2d, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
@@ -111,7 +112,7 @@ impl Attention {
         } else {
             q.matmul(kt)?
         };
-        let probs = nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let probs = softmax_last_dim_in_place(scores)?.to_dtype(dtype)?;
         probs.matmul(v)
     }
 }
