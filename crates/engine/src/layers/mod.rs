@@ -2,6 +2,7 @@
 //! candle's are the bottleneck (docs/PERFORMANCE.md).
 
 pub mod conv;
+pub mod fused_attention;
 pub mod group_norm;
 mod im2col;
 pub mod resnet;

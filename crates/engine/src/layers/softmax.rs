@@ -48,9 +48,14 @@ impl InplaceOp1 for RowSoftmax {
         let rows_per_task = (4096 / row_len).max(1);
         all[start..end]
             .par_chunks_mut(row_len * rows_per_task)
-            .for_each(|rows| rows.chunks_mut(row_len).for_each(softmax_row));
+            .for_each(|rows| softmax_rows(rows, row_len));
         Ok(())
     }
+}
+
+/// Softmax of each `row_len`-long row of `rows`, in place, on the calling thread.
+pub(crate) fn softmax_rows(rows: &mut [f32], row_len: usize) {
+    rows.chunks_mut(row_len.max(1)).for_each(softmax_row);
 }
 
 fn softmax_row(row: &mut [f32]) {

@@ -4,6 +4,7 @@
 
 use super::config::AttentionSpec;
 use super::row_linear::RowLinear;
+use crate::layers::fused_attention;
 use crate::layers::softmax::softmax_last_dim_in_place;
 use crate::layers::{Conv2d, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor};
@@ -79,8 +80,15 @@ impl Attention {
             .reshape((bh / self.heads, n, self.heads * d))
     }
 
-    /// softmax(q kᵀ) v over chunks of queries; q is already scaled.
+    /// softmax(q kᵀ) v; q is already scaled. f32 on the CPU goes through the blocked
+    /// kernel, which bounds its scores itself; elsewhere, over chunks of queries.
     fn scaled_dot_product(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let f32_cpu = [q, k, v]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+        if f32_cpu && k.dim(1)? > 1 {
+            return fused_attention::attention(q, k, v);
+        }
         let (bh, n, _) = q.dims3()?;
         let m = k.dim(1)?;
         let kt = k.t()?;

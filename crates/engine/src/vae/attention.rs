@@ -1,7 +1,7 @@
 //! The single-head self-attention in the VAE decoder's mid block (diffusers' `Attention`
 //! with one head of all the channels, group norm in front, residual added).
 
-use crate::layers::softmax::softmax_last_dim_in_place;
+use crate::layers::fused_attention;
 use crate::layers::GroupNorm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
@@ -48,10 +48,10 @@ impl VaeAttention {
         let q = self.to_q.forward(&tokens)?;
         let k = self.to_k.forward(&tokens)?;
         let v = self.to_v.forward(&tokens)?;
-        let scale = 1.0 / (self.channels as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = softmax_last_dim_in_place(scores)?;
-        let out = self.to_out.forward(&probs.matmul(&v)?)?;
+        let q = (q * (1.0 / (self.channels as f64).sqrt()))?;
+        let out = self
+            .to_out
+            .forward(&fused_attention::attention(&q, &k, &v)?)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         out + xs
     }
