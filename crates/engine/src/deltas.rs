@@ -152,6 +152,12 @@ impl DeltaSet {
         Ok(prepared)
     }
 
+    /// Identifies this set and its clones (not sets of equal contents): the address of
+    /// their shared prepared form. Valid while one of them is alive.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.prepared) as usize
+    }
+
     /// True once [`DeltaSet::prepare`] has built the tensors.
     pub fn is_prepared(&self) -> bool {
         self.prepared.get().is_some()

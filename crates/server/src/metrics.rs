@@ -12,6 +12,7 @@
 //! | `refact_edits_queued`, `refact_edits_running` | gauge (read at scrape) | |
 //! | `refact_edit_duration_seconds` | histogram | outcome |
 //! | `refact_versions` | gauge | |
+//! | `refact_text_cache_hits_total`, `refact_text_cache_misses_total` | counter (prompts) | |
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -144,6 +145,12 @@ pub fn set_edit_queue(queued: i64, running: i64, versions: usize) {
     metrics::gauge!("refact_edits_queued").set(queued as f64);
     metrics::gauge!("refact_edits_running").set(running as f64);
     metrics::gauge!("refact_versions").set(versions as f64);
+}
+
+/// Prompts of one batch answered from the text-embedding cache, and prompts encoded.
+pub fn count_text_cache(hits: u64, misses: u64) {
+    metrics::counter!("refact_text_cache_hits_total").increment(hits);
+    metrics::counter!("refact_text_cache_misses_total").increment(misses);
 }
 
 #[cfg(test)]

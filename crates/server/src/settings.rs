@@ -146,6 +146,9 @@ pub struct BatchingSettings {
     pub max_batch: usize,
     /// How long the oldest request waits for others to join its batch, in milliseconds.
     pub max_wait_ms: f64,
+    /// (version, prompt) text-encoder outputs kept for the next image; 0 turns the
+    /// cache off.
+    pub text_cache_prompts: usize,
 }
 
 impl Default for BatchingSettings {
@@ -153,6 +156,7 @@ impl Default for BatchingSettings {
         BatchingSettings {
             max_batch: 8,
             max_wait_ms: 5.0,
+            text_cache_prompts: refact_engine::pipeline::text_cache::DEFAULT_CAPACITY,
         }
     }
 }
@@ -382,6 +386,9 @@ impl Settings {
         }
         if !(batching.max_wait_ms.is_finite() && (0.0..=1000.0).contains(&batching.max_wait_ms)) {
             return bad("batching.max_wait_ms must be between 0 and 1000");
+        }
+        if batching.text_cache_prompts > 100_000 {
+            return bad("batching.text_cache_prompts must be at most 100000");
         }
         let cache = self.auth.outage_cache_secs;
         if !(cache.is_finite() && (0.0..=86_400.0).contains(&cache)) {

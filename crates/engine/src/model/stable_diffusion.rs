@@ -5,7 +5,9 @@ use super::source::ModelSource;
 use super::text::TextModel;
 use crate::deltas::DeltaSet;
 use crate::error::Result;
-use crate::pipeline::{generate_batch, generate_with, BatchRow, GenerateParams, PipelineParts};
+use crate::pipeline::{
+    generate_batch, generate_with, BatchRow, GenerateParams, PipelineParts, TextEmbeddingCache,
+};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::unet::UNet2DConditionModel;
 use crate::vae::Vae;
@@ -54,6 +56,8 @@ pub struct StableDiffusion {
     pub vae: Vae,
     pub scheduler_config: SchedulerConfig,
     pub info: ModelInfo,
+    /// Prompts encoded at a version, kept for the next image (see [`TextEmbeddingCache`]).
+    pub text_cache: TextEmbeddingCache,
 }
 
 impl StableDiffusion {
@@ -103,6 +107,7 @@ impl StableDiffusion {
             vae,
             scheduler_config,
             info,
+            text_cache: TextEmbeddingCache::default(),
         })
     }
 
@@ -135,6 +140,7 @@ impl StableDiffusion {
             unet: &self.unet,
             vae: &self.vae,
             scheduler_config: &self.scheduler_config,
+            text_cache: Some(&self.text_cache),
         }
     }
 }

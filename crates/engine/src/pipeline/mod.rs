@@ -5,9 +5,11 @@ mod batch;
 mod latents;
 mod params;
 
+pub mod text_cache;
 pub use batch::{generate_batch, BatchRow, BatchShape};
 pub use latents::{checked_latents, seeded_noise};
 pub use params::GenerateParams;
+pub use text_cache::TextEmbeddingCache;
 
 use crate::deltas::DeltaSet;
 use crate::error::{EngineError, Result};
@@ -25,6 +27,8 @@ pub struct PipelineParts<'a> {
     pub unet: &'a UNet2DConditionModel,
     pub vae: &'a Vae,
     pub scheduler_config: &'a SchedulerConfig,
+    /// Text-encoder outputs kept between calls; `None` encodes every prompt.
+    pub text_cache: Option<&'a TextEmbeddingCache>,
 }
 
 /// Generates one image [H, W, 3] (f32 in [0, 1], on the CPU) for `params` with the text
@@ -50,6 +54,7 @@ pub fn generate(
         unet,
         vae,
         scheduler_config,
+        text_cache: None,
     };
     generate_with(&parts, params, deltas, progress)
 }
@@ -103,18 +108,21 @@ fn encode_prompts(
         prompts.push(params.negative_prompt.as_str());
     }
     prompts.push(params.prompt.as_str());
-    let mut ids = Vec::with_capacity(prompts.len() * 77);
-    for prompt in &prompts {
-        ids.extend(parts.tokenizer.encode_padded(prompt)?);
-    }
-    let per_prompt = ids.len() / prompts.len();
-    let encoder_device = parts.text_encoder.device();
-    let ids = Tensor::from_vec(ids, (prompts.len(), per_prompt), encoder_device)?;
-    let output = parts.text_encoder.forward(&ids, deltas)?;
-    Ok(output
-        .last_hidden_state
-        .to_device(device)?
-        .to_dtype(dtype)?)
+    let encode = |prompts: &[&str]| -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(prompts.len() * 77);
+        for prompt in prompts {
+            ids.extend(parts.tokenizer.encode_padded(prompt)?);
+        }
+        let per_prompt = ids.len() / prompts.len();
+        let encoder_device = parts.text_encoder.device();
+        let ids = Tensor::from_vec(ids, (prompts.len(), per_prompt), encoder_device)?;
+        Ok(parts.text_encoder.forward(&ids, deltas)?.last_hidden_state)
+    };
+    let hidden = match parts.text_cache {
+        Some(cache) => Tensor::cat(&cache.hidden_states(deltas, &prompts, encode)?, 0)?,
+        None => encode(&prompts)?,
+    };
+    Ok(hidden.to_device(device)?.to_dtype(dtype)?)
 }
 
 /// VAE decode, then diffusers' post-processing: `(x / 2 + 0.5).clamp(0, 1)`, one

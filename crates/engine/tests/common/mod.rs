@@ -41,6 +41,7 @@ impl Fixture {
             unet: &self.unet,
             vae: &self.vae,
             scheduler_config: &self.scheduler,
+            text_cache: None,
         }
     }
 }

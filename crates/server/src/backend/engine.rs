@@ -4,11 +4,12 @@
 use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
 use crate::error::ApiError;
 use crate::gate::{GateMeasurement, GateRequest};
+use crate::metrics as m;
 use crate::settings::Settings;
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
-use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams};
+use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams, TextEmbeddingCache};
 use refact_engine::refact::{
     check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, LayerStatistics,
     StatsCache, StatsOrigin,
@@ -51,7 +52,8 @@ impl EngineBackend {
             offline: false,
         };
         tracing::info!(model = %spec.source.display_name(), device = ?spec.device, dtype = ?spec.dtype, "loading the model");
-        let model = StableDiffusion::load(&spec)?;
+        let mut model = StableDiffusion::load(&spec)?;
+        model.text_cache = TextEmbeddingCache::new(settings.batching.text_cache_prompts);
         let info = &model.info;
         let summary = ModelSummary {
             source: info.name.clone(),
@@ -151,6 +153,16 @@ impl ModelBackend for EngineBackend {
     type Delta = Arc<Delta>;
     type Deltas = DeltaSet;
     type EditRequest = EditJob;
+
+    fn text_cache(&self) -> crate::routes::operations::TextCacheGauges {
+        let cache = &self.model.text_cache;
+        crate::routes::operations::TextCacheGauges {
+            prompts: cache.len(),
+            capacity: cache.capacity(),
+            hits: cache.hits(),
+            misses: cache.misses(),
+        }
+    }
 
     fn summary(&self) -> &ModelSummary {
         &self.summary
@@ -281,7 +293,12 @@ impl ModelBackend for EngineBackend {
             .zip(rows)
             .map(|(params, (_, deltas))| BatchRow { params, deltas })
             .collect();
-        let images = self.model.generate_batch(&batch, &mut |_, _| !stopped())?;
+        let cache = &self.model.text_cache;
+        let (hits, misses) = (cache.hits(), cache.misses());
+        let images = self.model.generate_batch(&batch, &mut |_, _| !stopped());
+        // One generation thread per model: the difference is this batch's.
+        m::count_text_cache(cache.hits() - hits, cache.misses() - misses);
+        let images = images?;
         images
             .iter()
             .map(|image| image_io::encode_png(&image_io::to_rgb8(image)?))

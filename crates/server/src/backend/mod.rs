@@ -28,6 +28,11 @@ pub trait ModelBackend: Send + Sync + 'static {
     /// Identity and shape of the loaded model.
     fn summary(&self) -> &ModelSummary;
 
+    /// The state of the model's text-embedding cache (zeros where it has none).
+    fn text_cache(&self) -> crate::routes::operations::TextCacheGauges {
+        Default::default()
+    }
+
     /// Builds one delta from its stored vectors (`fc2.weight += v uᵀ` at `layer`).
     fn delta(&self, stored: refact_store::StoredDelta) -> Result<Self::Delta, EngineError>;
 

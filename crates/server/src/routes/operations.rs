@@ -56,6 +56,19 @@ pub struct GenerationGauges {
     pub queue_limit: usize,
     pub max_batch: usize,
     pub max_wait_ms: f64,
+    /// The text-embedding cache of this replica's model.
+    pub text_cache: TextCacheGauges,
+}
+
+/// (version, prompt) text-encoder outputs kept for the next image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TextCacheGauges {
+    /// Prompts held now, and at most.
+    pub prompts: usize,
+    pub capacity: usize,
+    /// Prompts answered from the cache, and encoded, since the process started.
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// A replica as it last reported itself.
@@ -159,6 +172,7 @@ pub async fn operations<B: ModelBackend>(
             queue_limit: settings.limits.generate_queue,
             max_batch: settings.batching.max_batch,
             max_wait_ms: settings.batching.max_wait_ms,
+            text_cache: state.backend.text_cache(),
         },
         replicas: replicas
             .into_iter()

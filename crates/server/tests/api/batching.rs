@@ -91,6 +91,19 @@ async fn renders_at_mixed_versions_batch_and_equal_the_images_rendered_alone(db:
             metric_value(&metrics, &series).unwrap_or_else(|| panic!("no {series} in /metrics"));
         assert!(count >= 4, "version {version}: {count} images counted");
     }
+    // The text-embedding cache, this replica's own. The first round encoded each
+    // (version, prompt) once, and the negative prompt "" once per version: 6 + 3 = 9
+    // misses, 3 hits. The second round found all 12 of its prompts.
+    let operations = app.get_json("/operations").await;
+    let cache = &operations["generation"]["text_cache"];
+    assert_eq!(cache["misses"], 9, "{cache}");
+    assert_eq!(cache["hits"], 15, "{cache}");
+    assert_eq!(cache["prompts"], 9, "{cache}");
+    let hits = metric_value(&metrics, "refact_text_cache_hits_total").expect("cache hits");
+    assert!(
+        hits >= 15,
+        "{hits} prompts answered from the cache, counted process-wide"
+    );
 }
 
 async fn num_images_renders_consecutive_seeds_as_one_batch(db: Db) {
