@@ -4,7 +4,8 @@
 //! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts (at the base version and
 //! at a version holding 1,000 rank-one edits of layer 7), one UNet step with
 //! classifier-free guidance (batch 2) at 256 and 512 px, the VAE decode at 256 and
-//! 512 px (`--quick` skips the 512 px cases, the slow ones), with the peak resident
+//! 512 px, and a whole 512 px image on the tiny-sd fixture, 4 steps (`--quick` skips
+//! the 512 px cases, the slow ones), with the peak resident
 //! memory of each case. Each case runs in a child process of this binary
 //! (`--case NAME`) so that its `VmHWM` is its own.
 //!
@@ -307,12 +308,15 @@ fn run_all(quick: bool, reps: usize) {
         Case::UnetStep { pixels: 512 },
         Case::VaeDecode { pixels: 256 },
         Case::VaeDecode { pixels: 512 },
+        Case::FixtureImage { pixels: 512 },
     ];
     let cases = cases.into_iter().filter(|case| {
         !quick
             || !matches!(
                 case,
-                Case::UnetStep { pixels: 512 } | Case::VaeDecode { pixels: 512 }
+                Case::UnetStep { pixels: 512 }
+                    | Case::VaeDecode { pixels: 512 }
+                    | Case::FixtureImage { pixels: 512 }
             )
     });
     let exe = std::env::current_exe().expect("own path");
