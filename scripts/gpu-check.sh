@@ -6,6 +6,8 @@
 #   2. the cuda_matmul example (cuBLAS + candle's kernels against the CPU)
 #   3. the carried test binaries (the engine's CUDA parity tests)
 #   4. the carried bench binaries
+#   5. tools/bench/side_by_side.py --device cuda (ours: the carried engine bench; the
+#      peer: diffusers from .devcarry/wheels in f16 with SDPA), if the wheel was carried
 # and writes to $OUT: summary.txt, gpu-check.log (everything), logs.tar.gz (one log per
 # step plus whatever the benches wrote under $REFACT_BENCH_OUT). Exits 1 if a step failed.
 #
@@ -172,4 +174,14 @@ for exe in "$BIN"/benches/*; do
   [[ -x "$exe" ]] || continue
   step "bench-$(basename "$exe")" "$GPU_STEP_TIMEOUT" "$exe" "${BENCH_ARGS[@]}"
 done
+engine_bench=$(find "$BIN/benches" -maxdepth 1 -name 'engine*' -type f | head -n1)
+if compgen -G "$CARRY/wheels/*.whl" >/dev/null && [[ -n "$engine_bench" ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$WORK/site" "$CARRY"/wheels/*.whl &&
+    step side-by-side-cuda "$GPU_STEP_TIMEOUT" env PYTHONPATH="$WORK/site" PYTHONUNBUFFERED=1 \
+      python3 tools/bench/side_by_side.py --device cuda --ours-binary "$engine_bench" \
+      --cases fixture-512,unet-512,vae-512 --reps 3
+else
+  record SKIP side-by-side-cuda "(no diffusers wheel in .devcarry/wheels, or no engine bench)"
+fi
 finish

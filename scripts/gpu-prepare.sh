@@ -4,6 +4,8 @@
 #
 #   .devcarry/bin.tar.xz         binaries without debug info: bin/refact, examples/*, tests/*, benches/*
 #   .devcarry/MANIFEST.txt       commit, sizes, libraries the binaries need
+#   .devcarry/wheels/            diffusers (the GPU image has PyTorch and transformers,
+#                                not diffusers) for tools/bench/side_by_side.py there
 #
 # The fixtures (tests/fixtures) and the caption corpus (assets/) are committed: they
 # travel with the working tree, and the carried binaries find them from the repo root.
@@ -110,6 +112,16 @@ rm -rf "$staging/bin"
 rm -rf "$CARRY"
 mkdir -p "$CARRY"
 mv "$staging/bin.tar.xz" "$staging/MANIFEST.txt" "$CARRY/"
+
+# diffusers for the side-by-side on the GPU machine (Python 3.12 there): a pure-Python
+# wheel; its other needs are in that image. Optional: without it the step is skipped.
+diffusers_version=$(sed -n 's/^diffusers==//p' tools/bench/requirements.txt)
+if python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform any -d "$CARRY/wheels" "diffusers==$diffusers_version"; then
+  echo "wheels: $(ls "$CARRY/wheels" | tr '\n' ' ')" >>"$CARRY/MANIFEST.txt"
+else
+  log "could not download diffusers $diffusers_version: the GPU side-by-side will be skipped"
+fi
 
 # Everything that travels: tracked and untracked-not-ignored files (tests/fixtures among
 # them), plus .devcarry.

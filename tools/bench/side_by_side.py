@@ -19,6 +19,12 @@ the same call after one untimed warm-up:
 
 Prints a Markdown table with the ratio ours / diffusers (below 1: we are faster). Times
 are the fastest of `--reps` runs; this machine is shared, so compare ratios, not times.
+
+On a GPU: `--device cuda` runs both sides in f16 (diffusers with PyTorch's SDPA, its
+default attention), ours through the bench binary built with `--features cuda`; pass
+`--ours-binary PATH` where there is no cargo (the carried binary on the device machine,
+see scripts/gpu-check.sh). Memory is then the peak GPU memory PyTorch allocated against
+our process's peak RSS, so only the times compare.
 """
 
 import argparse
@@ -35,20 +41,22 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "crates/engine/benches/configs"
 
 
-def torch_case(name: str, reps: int, threads: int) -> dict:
+def torch_case(name: str, reps: int, threads: int, device: str) -> dict:
     """Runs one case with diffusers in this process; returns its measurement."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    randn = lambda *shape: torch.randn(*shape).to(device, dtype)
     kind, pixels = name.split("-")
     latent = int(pixels) // 8
     start = time.perf_counter()
     if kind == "unet":
         model = UNet2DConditionModel.from_config(json.loads((CONFIGS / "sd15-unet.json").read_text()))
-        sample = torch.randn(2, 4, latent, latent)
-        context = torch.randn(2, 77, 768)
+        sample = randn(2, 4, latent, latent)
+        context = randn(2, 77, 768)
         call = lambda: model(sample, 981, encoder_hidden_states=context).sample
     elif kind == "fixture":
         # The same prompt and steps as the engine bench's `fixture-N` case.
@@ -61,45 +69,55 @@ def torch_case(name: str, reps: int, threads: int) -> dict:
         ).images
     elif kind == "vae":
         model = AutoencoderKL.from_config(json.loads((CONFIGS / "sd15-vae.json").read_text()))
-        latents = torch.randn(1, 4, latent, latent)
+        latents = randn(1, 4, latent, latent)
         call = lambda: model.decode(latents).sample
     else:
         raise SystemExit(f"unknown case {name}")
     if hasattr(model, "eval"):
         model.eval()
+    model.to(device, dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     build = time.perf_counter() - start
     times = []
     with torch.inference_mode():
         call()  # warm-up: first-call allocations and kernel selection
+        sync()
         for _ in range(reps):
             start = time.perf_counter()
             call()
+            sync()
             times.append(time.perf_counter() - start)
     return {
         "secs": times,
         "build_secs": build,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kb": (torch.cuda.max_memory_allocated() // 1024 if device == "cuda"
+                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
         "version": f"torch {torch.__version__}, diffusers {__import__('diffusers').__version__}",
     }
 
 
-def ours(name: str, reps: int, threads: int) -> dict:
-    """Runs one case with our engine's bench binary (built once by cargo)."""
+def ours(name: str, reps: int, threads: int, device: str, binary: str | None) -> dict:
+    """Runs one case with our engine's bench binary (built by cargo unless given)."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    dtype = "f16" if device == "cuda" else "f32"
     # One untimed run first, as on the diffusers side.
-    out = subprocess.run(
-        ["cargo", "bench", "-q", "-p", "refact-engine", "--bench", "engine", "--",
-         "--case", name, "--reps", str(reps + 1)],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-    ).stdout
+    case_args = ["--case", name, "--reps", str(reps + 1), "--device", device, "--dtype", dtype]
+    if binary:
+        command = [binary, *case_args]
+    else:
+        features = ["--features", "cuda"] if device == "cuda" else []
+        command = ["cargo", "bench", "-q", "-p", "refact-engine", *features, "--bench", "engine",
+                   "--", *case_args]
+    out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     measurement = json.loads(out.strip().splitlines()[-1])
     measurement["secs"] = measurement["secs"][1:]
     return measurement
 
 
-def child(name: str, reps: int, threads: int) -> dict:
+def child(name: str, reps: int, threads: int, device: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--torch-case", name, "--reps", str(reps), "--threads", str(threads)],
+        [sys.executable, __file__, "--torch-case", name, "--reps", str(reps), "--threads", str(threads),
+         "--device", device],
         check=True, capture_output=True, text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -110,25 +128,29 @@ def main() -> None:
     parser.add_argument("--cases", default="unet-256,vae-256")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--ours-binary", help="the engine bench binary, instead of cargo bench")
     parser.add_argument("--torch-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_case:
-        print(json.dumps(torch_case(args.torch_case, args.reps, args.threads)))
+        print(json.dumps(torch_case(args.torch_case, args.reps, args.threads, args.device)))
         return
 
     rows = []
     version = ""
     for name in args.cases.split(","):
         print(f"running {name}: ours ...", file=sys.stderr)
-        mine = ours(name, args.reps, args.threads)
+        mine = ours(name, args.reps, args.threads, args.device, args.ours_binary)
         print(f"running {name}: diffusers ...", file=sys.stderr)
-        theirs = child(name, args.reps, args.threads)
+        theirs = child(name, args.reps, args.threads, args.device)
         version = theirs["version"]
         rows.append((name, mine, theirs))
 
-    print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, f32 CPU, "
+    where = "f16 CUDA" if args.device == "cuda" else "f32 CPU"
+    memory = "peak GPU memory diffusers" if args.device == "cuda" else "peak RSS diffusers"
+    print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, {where}, "
           f"random weights, fastest of {args.reps} runs after a warm-up; {version}\n")
-    print("| case | ours | diffusers | ours / diffusers | peak RSS ours | peak RSS diffusers |")
+    print(f"| case | ours | diffusers | ours / diffusers | peak RSS ours | {memory} |")
     print("|---|---|---|---|---|---|")
     for name, mine, theirs in rows:
         a, b = min(mine["secs"]), min(theirs["secs"])

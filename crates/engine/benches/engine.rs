@@ -1,6 +1,7 @@
 //! Engine benchmark at Stable Diffusion v1.5 sizes with random weights.
 //!
-//! `cargo bench -p refact-engine --bench engine [-- --reps N] [-- --quick]` prints a
+//! `cargo bench -p refact-engine --bench engine [-- --reps N] [--quick] [--device D]
+//! [--dtype T]` prints a
 //! Markdown table: the CLIP ViT-L/14 text encoder on 10 prompts (at the base version and
 //! at a version holding 1,000 rank-one edits of layer 7), one UNet step with
 //! classifier-free guidance (batch 2) at 256 and 512 px, the VAE decode at 256 and
@@ -222,9 +223,9 @@ fn time_runs(device: &Device, reps: usize, mut run: impl FnMut() -> Tensor) -> V
 }
 
 /// Runs one case in this process and prints its measurement as JSON.
-fn run_case(case: Case, reps: usize) {
-    let device = parse_device("auto").expect("device");
-    let dtype = parse_dtype("auto", &device).expect("dtype");
+fn run_case(case: Case, reps: usize, target: &Target) {
+    let device = parse_device(&target.device).expect("device");
+    let dtype = parse_dtype(&target.dtype, &device).expect("dtype");
     let weights = RandomWeights::new(0);
     let build = Instant::now();
     let secs = match case {
@@ -298,8 +299,24 @@ fn format_secs(secs: &[f64]) -> String {
     }
 }
 
+/// `--device` and `--dtype` as `refact` takes them (default `auto`: CUDA and f16 when
+/// built with `--features cuda` and a GPU is there, else the CPU and f32).
+struct Target {
+    device: String,
+    dtype: String,
+}
+
+impl Target {
+    fn from_args(args: &[String]) -> Self {
+        Target {
+            device: arg_value(args, "--device").unwrap_or_else(|| "auto".into()),
+            dtype: arg_value(args, "--dtype").unwrap_or_else(|| "auto".into()),
+        }
+    }
+}
+
 /// Runs every case in a child process and prints the table.
-fn run_all(quick: bool, reps: usize) {
+fn run_all(quick: bool, reps: usize, target: &Target) {
     let cases = [
         Case::TextEncoder { tokens: 12 },
         Case::TextEncoder { tokens: 77 },
@@ -325,6 +342,7 @@ fn run_all(quick: bool, reps: usize) {
         eprintln!("running {} ...", case.name());
         let output = Command::new(&exe)
             .args(["--case", &case.name(), "--reps", &reps.to_string()])
+            .args(["--device", &target.device, "--dtype", &target.dtype])
             .output()
             .expect("spawn child");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -378,11 +396,12 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(2usize)
         .max(1);
+    let target = Target::from_args(&args);
     match arg_value(&args, "--case") {
         Some(name) => {
             let case = Case::parse(&name).unwrap_or_else(|| panic!("unknown case `{name}`"));
-            run_case(case, reps);
+            run_case(case, reps, &target);
         }
-        None => run_all(args.iter().any(|a| a == "--quick"), reps),
+        None => run_all(args.iter().any(|a| a == "--quick"), reps, &target),
     }
 }
