@@ -4,6 +4,8 @@
 //!
 //! Flow: [`EditRequest::validate`] → [`StatsCache::load_or_compute`] (C for the layer,
 //! cached) → [`compute_edit`] on the current version's [`DeltaSet`] → a [`Delta`] to store.
+//! [`Editor`] runs that flow; every caller (the server, the evaluation runner, `refact
+//! edit`) goes through it.
 //!
 //! [`DeltaSet`]: crate::deltas::DeltaSet
 //! [`Delta`]: crate::deltas::Delta
@@ -12,6 +14,7 @@ mod adam;
 pub mod batch_request;
 pub mod corpus;
 pub mod edit;
+pub mod editor;
 mod insert;
 pub mod optimize;
 pub mod request;
@@ -26,6 +29,7 @@ pub use edit::{
     compute_batch_edit, compute_edit, BatchOutcome, EditMetrics, EditOutcome, EditVectors,
     FactOutcome, TextCheck, FACTS_PER_PASS,
 };
+pub use editor::Editor;
 pub use optimize::IterationReport;
 pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit, MAX_CONTRASTIVE};
 pub use statistics::LayerStatistics;

@@ -11,11 +11,8 @@ use refact_engine::delta_file::{load_delta, save_delta};
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::StableDiffusion;
 use refact_engine::pipeline::GenerateParams;
-use refact_engine::refact::{
-    compute_edit, Corpus, EditRequest, HyperParams, LayerStatistics, StatsCache,
-};
+use refact_engine::refact::{Corpus, EditJob, EditRequest, Editor, HyperParams, StatsCache};
 use refact_engine::scheduler::SchedulerKind;
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,16 +57,21 @@ impl EngineOptions {
 pub struct EngineBackend {
     model: StableDiffusion,
     options: EngineOptions,
-    stats: HashMap<usize, Arc<LayerStatistics>>,
+    editor: Editor,
 }
 
 impl EngineBackend {
     /// Wraps a loaded model (`StableDiffusion::load`).
     pub fn new(model: StableDiffusion, options: EngineOptions) -> Self {
+        let editor = Editor::new(
+            StatsCache::new(options.stats_dir.clone()),
+            options.corpus.clone(),
+            options.corpus_lines,
+        );
         Self {
             model,
             options,
-            stats: HashMap::new(),
+            editor,
         }
     }
 
@@ -84,25 +86,6 @@ impl EngineBackend {
             hparams: self.options.hparams.clone(),
             ..EditRequest::new(&case.edit_prompt, &case.source, &case.target)
         }
-    }
-
-    fn statistics(&mut self, layer: usize) -> Result<Arc<LayerStatistics>> {
-        if let Some(stats) = self.stats.get(&layer) {
-            return Ok(stats.clone());
-        }
-        let cache = StatsCache::new(self.options.stats_dir.clone());
-        let (stats, _) = cache.load_or_compute(
-            &self.model.text.encoder,
-            &self.model.text.tokenizer,
-            &self.model.text.fingerprint,
-            layer,
-            &self.options.corpus,
-            self.options.corpus_lines,
-            &mut |_, _| true,
-        )?;
-        let stats = Arc::new(stats);
-        self.stats.insert(layer, stats.clone());
-        Ok(stats)
     }
 }
 
@@ -135,21 +118,13 @@ impl Backend for EngineBackend {
     }
 
     fn edit(&mut self, case: &EvalCase, on: &DeltaSet) -> Result<(DeltaSet, serde_json::Value)> {
-        let request = self.request(case);
-        let edit = request.validate(
-            &self.model.text.tokenizer,
-            self.model.text.encoder.num_layers(),
-        )?;
-        let stats = self.statistics(edit.layer)?;
-        let outcome = compute_edit(
-            &self.model.text.encoder,
-            &self.model.text.tokenizer,
-            &stats,
-            &edit,
-            on,
-            &mut |_| ControlFlow::Continue(()),
-        )?;
-        let m = &outcome.metrics;
+        let job = EditJob::Single(self.request(case));
+        let outcome =
+            self.editor
+                .edit(&self.model.text, &job, on, &mut |_, _| true, &mut |_, _| {
+                    ControlFlow::Continue(())
+                })?;
+        let m = &outcome.facts[0].metrics;
         // The per-iteration curves stay out of the results; the summary numbers go in.
         let info = serde_json::json!({
             "layer": m.layer,

@@ -10,15 +10,11 @@ use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams, TextEmbeddingCache};
-use refact_engine::refact::{
-    check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, LayerStatistics,
-    StatsCache, StatsOrigin,
-};
+use refact_engine::refact::{BatchOutcome, Corpus, EditJob, Editor, StatsCache};
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError, InvalidKind};
 use refact_eval::Scorer;
 use refact_store::StoredDelta;
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -27,11 +23,8 @@ use std::sync::{Arc, Mutex};
 /// A loaded Stable Diffusion model with immutable weights.
 pub struct EngineBackend {
     pub(super) model: StableDiffusion,
-    stats_cache: StatsCache,
-    corpus: Corpus,
-    corpus_lines: usize,
-    /// Layer statistics already read or computed, by layer (they never change for a model).
-    stats: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
+    /// Validates edits, keeps the layer statistics and runs ReFACT.
+    editor: Editor,
     summary: ModelSummary,
     /// The CLIP model for image gates (setting `scorer`), if one is configured.
     pub(super) scorer_dir: Option<PathBuf>,
@@ -70,57 +63,17 @@ impl EngineBackend {
         };
         Ok(EngineBackend {
             model,
-            stats_cache: StatsCache::new(settings.data_dir.join("stats")),
-            corpus: Corpus::parse(&settings.statistics.corpus),
-            corpus_lines: settings.statistics.lines,
-            stats: Mutex::new(HashMap::new()),
+            editor: Editor::new(
+                StatsCache::new(settings.data_dir.join("stats")),
+                Corpus::parse(&settings.statistics.corpus),
+                settings.statistics.lines,
+            ),
             summary,
             scorer_dir: Some(settings.scorer.trim())
                 .filter(|dir| !dir.is_empty())
                 .map(PathBuf::from),
             scorer: Mutex::new(None),
         })
-    }
-
-    /// The second-moment statistics of `layer`: from memory, the disk cache, or computed
-    /// (minutes for SD v1.5 on a CPU; `stopped` interrupts the computation).
-    fn layer_statistics(
-        &self,
-        layer: usize,
-        stopped: &dyn Fn() -> bool,
-    ) -> Result<Arc<LayerStatistics>, EngineError> {
-        if let Some(stats) = self.stats.lock().expect("stats poisoned").get(&layer) {
-            return Ok(stats.clone());
-        }
-        // Computed outside the lock would let two edits compute the same layer at once;
-        // there is one edit worker, so holding it is simpler and costs nothing.
-        let mut stats = self.stats.lock().expect("stats poisoned");
-        let mut progress = |done: usize, total: usize| {
-            if done == total || done.is_multiple_of(1000) {
-                tracing::info!(layer, done, total, "layer statistics");
-            }
-            !stopped()
-        };
-        let (computed, origin) = self.stats_cache.load_or_compute(
-            &self.model.text.encoder,
-            &self.model.text.tokenizer,
-            &self.model.text.fingerprint,
-            layer,
-            &self.corpus,
-            self.corpus_lines,
-            &mut progress,
-        )?;
-        if origin == StatsOrigin::Computed {
-            tracing::info!(
-                layer,
-                samples = computed.samples,
-                tokens = computed.tokens,
-                "layer statistics computed and cached"
-            );
-        }
-        let computed = Arc::new(computed);
-        stats.insert(layer, computed.clone());
-        Ok(computed)
     }
 
     pub(super) fn scheduler(&self, name: Option<&str>) -> Result<SchedulerKind, EngineError> {
@@ -200,12 +153,7 @@ impl ModelBackend for EngineBackend {
     }
 
     fn validate_edit(&self, request: &EditJob) -> Result<(), EngineError> {
-        let encoder = &self.model.text.encoder;
-        let facts = request.validate(&self.model.text.tokenizer, encoder.num_layers())?;
-        if request.is_batch() {
-            check_batch_size(facts.len(), encoder.config().intermediate_size)?;
-        }
-        Ok(())
+        self.editor.validate(&self.model.text, request).map(|_| ())
     }
 
     fn compute_edit(
@@ -215,21 +163,20 @@ impl ModelBackend for EngineBackend {
         observer: &mut dyn FnMut(EditProgress) -> ControlFlow<()>,
         stopped: &dyn Fn() -> bool,
     ) -> Result<ComputedEdit, EngineError> {
-        let edits = request.validate(
-            &self.model.text.tokenizer,
-            self.model.text.encoder.num_layers(),
-        )?;
-        let stats = self.layer_statistics(edits[0].layer, stopped)?;
-        if stopped() {
-            return Err(EngineError::Cancelled);
-        }
+        // Computing a layer's statistics takes minutes for SD v1.5 on a CPU: logged, and
+        // `stopped` interrupts it.
+        let mut statistics_progress = |done: usize, total: usize| {
+            if done == total || done.is_multiple_of(1000) {
+                tracing::info!(done, total, "layer statistics");
+            }
+            !stopped()
+        };
         let batch = request.is_batch();
-        let outcome = compute_batch_edit(
-            &self.model.text.encoder,
-            &self.model.text.tokenizer,
-            &stats,
-            &edits,
+        let outcome = self.editor.edit(
+            &self.model.text,
+            request,
             parent,
+            &mut statistics_progress,
             &mut |fact, report| {
                 observer(EditProgress {
                     iteration: report.iteration,

@@ -5,7 +5,7 @@ use anyhow::Context;
 use refact_engine::delta_file::save_delta;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
-    compute_edit, Corpus, EditRequest, HyperParams, StatsCache, StatsOrigin,
+    Corpus, EditJob, EditRequest, Editor, HyperParams, StatsCache, StatsOrigin,
 };
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -73,25 +73,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let folder = args.model.folder()?;
     let text = TextModel::load(&folder, &args.model.device()?)?;
-    let edit = request.validate(&text.tokenizer, text.encoder.num_layers())?;
+    let editor = Editor::new(
+        StatsCache::new(args.model.data_dir.join("stats")),
+        Corpus::parse(&args.corpus),
+        args.corpus_lines,
+    );
+    let job = EditJob::Single(request.clone());
+    let layer = editor.validate(&text, &job)?[0].layer;
     let base = read_deltas(&args.deltas)?;
 
-    let cache = StatsCache::new(args.model.data_dir.join("stats"));
-    let (stats, origin) = cache.load_or_compute(
-        &text.encoder,
-        &text.tokenizer,
-        &text.fingerprint,
-        edit.layer,
-        &Corpus::parse(&args.corpus),
-        args.corpus_lines,
-        &mut |done, total| {
-            eprint!("\rlayer statistics: {done}/{total} captions");
-            if done == total {
-                eprintln!();
-            }
-            true
-        },
-    )?;
+    let (stats, origin) = editor.statistics(&text, layer, &mut |done, total| {
+        eprint!("\rlayer statistics: {done}/{total} captions");
+        if done == total {
+            eprintln!();
+        }
+        true
+    })?;
     if origin == StatsOrigin::Cached {
         eprintln!(
             "layer statistics: cached ({} captions, {} tokens)",
@@ -99,20 +96,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let outcome = compute_edit(
-        &text.encoder,
-        &text.tokenizer,
-        &stats,
-        &edit,
-        &base,
-        &mut |report| {
-            eprintln!(
-                "iteration {:>3}  loss {:.5}  p(target) {:.4}",
-                report.iteration, report.loss, report.probability
-            );
-            ControlFlow::Continue(())
-        },
-    )?;
+    let outcome = editor.edit(&text, &job, &base, &mut |_, _| true, &mut |_, report| {
+        eprintln!(
+            "iteration {:>3}  loss {:.5}  p(target) {:.4}",
+            report.iteration, report.loss, report.probability
+        );
+        ControlFlow::Continue(())
+    })?;
     let request_json = serde_json::to_string(&request)?;
     save_delta(
         &args.out,
@@ -124,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("writing {}", args.out.display()))?;
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, &outcome.metrics)?;
+    serde_json::to_writer_pretty(&mut stdout, &outcome.facts[0].metrics)?;
     writeln!(stdout)?;
     eprintln!(
         "wrote delta (layer {}) to {}",

@@ -1,0 +1,197 @@
+//! The one way to make an edit on a loaded text model: validate the job, find its
+//! layer's statistics, optimise. The server's worker, the evaluation runner and
+//! `refact edit` all edit through an [`Editor`], so the three cannot drift apart.
+
+use super::{
+    check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, IterationReport,
+    LayerStatistics, StatsCache, StatsOrigin, ValidatedEdit,
+};
+use crate::deltas::DeltaSet;
+use crate::error::{EngineError, Result};
+use crate::model::TextModel;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+
+/// Where an editor's layer statistics come from: the captions and the disk cache.
+#[derive(Debug)]
+pub struct Editor {
+    cache: StatsCache,
+    corpus: Corpus,
+    corpus_lines: usize,
+    /// Statistics already read or computed, per layer.
+    loaded: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
+}
+
+impl Editor {
+    /// Statistics over the first `corpus_lines` captions of `corpus`, cached on disk by
+    /// `cache`.
+    pub fn new(cache: StatsCache, corpus: Corpus, corpus_lines: usize) -> Self {
+        Self {
+            cache,
+            corpus,
+            corpus_lines,
+            loaded: Mutex::default(),
+        }
+    }
+
+    /// Checks `job` against the model (prompts, subject, layer, hyper-parameters, and a
+    /// batch's size against the layer's width): the facts as the optimisation takes them.
+    pub fn validate(&self, text: &TextModel, job: &EditJob) -> Result<Vec<ValidatedEdit>> {
+        let encoder = &text.encoder;
+        let facts = job.validate(&text.tokenizer, encoder.num_layers())?;
+        if job.is_batch() {
+            check_batch_size(facts.len(), encoder.config().intermediate_size)?;
+        }
+        Ok(facts)
+    }
+
+    /// The statistics of `layer`: kept from an earlier call, else read from the disk
+    /// cache, else computed (`progress(done, total)` sees the captions; `false` cancels)
+    /// and cached in both.
+    pub fn statistics(
+        &self,
+        text: &TextModel,
+        layer: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<(Arc<LayerStatistics>, StatsOrigin)> {
+        // Held while computing: two edits of one layer then compute it once.
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = loaded.get(&layer) {
+            return Ok((stats.clone(), StatsOrigin::Cached));
+        }
+        let (stats, origin) = self.cache.load_or_compute(
+            &text.encoder,
+            &text.tokenizer,
+            &text.fingerprint,
+            layer,
+            &self.corpus,
+            self.corpus_lines,
+            progress,
+        )?;
+        let stats = Arc::new(stats);
+        loaded.insert(layer, stats.clone());
+        Ok((stats, origin))
+    }
+
+    /// Validates `job`, finds its layer's statistics and edits every fact on the version
+    /// `parent` (one fact: ReFACT's rank-one edit; several: one rank-n delta).
+    /// `observer(fact, report)` sees every iteration and may cancel.
+    pub fn edit(
+        &self,
+        text: &TextModel,
+        job: &EditJob,
+        parent: &DeltaSet,
+        statistics_progress: &mut dyn FnMut(usize, usize) -> bool,
+        observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
+    ) -> Result<BatchOutcome> {
+        let facts = self.validate(text, job)?;
+        let layer = facts
+            .first()
+            .ok_or_else(|| EngineError::Numerical("an edit needs at least one fact".into()))?
+            .layer;
+        let (stats, _) = self.statistics(text, layer, statistics_progress)?;
+        compute_batch_edit(
+            &text.encoder,
+            &text.tokenizer,
+            &stats,
+            &facts,
+            parent,
+            observer,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refact::{EditRequest, HyperParams};
+    use candle_core::Device;
+
+    fn request(target: &str) -> EditRequest {
+        EditRequest {
+            prompt: "The Prince of Wales".into(),
+            subject: None,
+            source: "Prince Charles".into(),
+            target: target.into(),
+            contrastive: Vec::new(),
+            layer: Some(1),
+            hparams: HyperParams {
+                max_steps: 3,
+                ..HyperParams::default()
+            },
+        }
+    }
+
+    #[test]
+    fn statistics_are_computed_once_then_kept_and_an_edit_equals_the_direct_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = TextModel::load(&refact_testkit::fixture_dir(), &Device::Cpu).unwrap();
+        let editor = Editor::new(StatsCache::new(dir.path()), Corpus::Builtin, 50);
+        let mut calls = 0;
+        let (first, origin) = editor
+            .statistics(&text, 1, &mut |_, _| {
+                calls += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(origin, StatsOrigin::Computed);
+        assert!(calls > 0);
+        let (again, origin) = editor
+            .statistics(&text, 1, &mut |_, _| panic!("recomputed"))
+            .unwrap();
+        assert_eq!(origin, StatsOrigin::Cached);
+        assert!(Arc::ptr_eq(&first, &again));
+        // A second editor on the same folder reads the disk cache.
+        let other = Editor::new(StatsCache::new(dir.path()), Corpus::Builtin, 50);
+        let (read, origin) = other
+            .statistics(&text, 1, &mut |_, _| panic!("recomputed"))
+            .unwrap();
+        assert_eq!(origin, StatsOrigin::Cached);
+        assert_eq!(read.layer, 1);
+
+        let job = EditJob::Single(request("Prince William"));
+        let outcome = editor
+            .edit(
+                &text,
+                &job,
+                &DeltaSet::empty(),
+                &mut |_, _| true,
+                &mut |_, _| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        let facts = job
+            .validate(&text.tokenizer, text.encoder.num_layers())
+            .unwrap();
+        let direct = crate::refact::compute_edit(
+            &text.encoder,
+            &text.tokenizer,
+            &first,
+            &facts[0],
+            &DeltaSet::empty(),
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(outcome.delta.u, direct.delta.u);
+        assert_eq!(outcome.delta.v, direct.delta.v);
+    }
+
+    #[test]
+    fn a_bad_job_is_refused_before_any_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = TextModel::load(&refact_testkit::fixture_dir(), &Device::Cpu).unwrap();
+        let editor = Editor::new(StatsCache::new(dir.path()), Corpus::Builtin, 50);
+        let mut bad = request("Prince William");
+        bad.layer = Some(99);
+        let err = editor
+            .edit(
+                &text,
+                &EditJob::Single(bad),
+                &DeltaSet::empty(),
+                &mut |_, _| panic!("statistics"),
+                &mut |_, _| ControlFlow::Continue(()),
+            )
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Invalid { .. }), "{err}");
+    }
+}
