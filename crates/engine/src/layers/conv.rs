@@ -165,7 +165,7 @@ impl CustomOp3 for OwnConv<'_> {
             let candle_core::Storage::Cpu(bias_storage) = &*bias_storage else {
                 candle_core::bail!("conv2d: bias is not on the CPU")
             };
-            let bias = contiguous_f32(bias_storage, &bias_layout)?;
+            let bias = contiguous_f32(bias_storage, bias_layout)?;
             let mut out = third.to_vec();
             add_per_channel(&mut out, bias, geometry.output_plane());
             out

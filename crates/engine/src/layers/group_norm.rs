@@ -94,7 +94,7 @@ impl CustomOp3 for FusedGroupNorm {
             candle_core::bail!("group norm: input of shape {dims:?}")
         }
         let channels = dims[1];
-        if channels % self.groups != 0 {
+        if !channels.is_multiple_of(self.groups) {
             candle_core::bail!("group norm: {channels} channels in {} groups", self.groups)
         }
         let input = f32_slice(input, input_layout)?;

@@ -138,7 +138,8 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    // Cephes' 5.0000001201e-1, which is 0.5 in f32.
+    let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     // 2^n for n in [−126, 0]: the biased exponent n + 127 in bits 23…30.
     let biased = (n + 127.0 + ROUNDING_MAGIC)
