@@ -1,8 +1,25 @@
-//! Reading safetensors headers without loading tensors.
+//! Reading safetensors files: headers without loading tensors, and a weight file
+//! memory mapped for a model part to build from.
 
 use crate::error::{EngineError, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 use std::io::Read;
 use std::path::Path;
+
+/// A model part's weight file, memory mapped read-only, with tensors cast to `dtype` on
+/// `device` as they are read. A missing file is `ModelNotFound`, naming it.
+pub fn mapped(weights: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    if !weights.is_file() {
+        return Err(EngineError::ModelNotFound(format!(
+            "{} is missing",
+            weights.display()
+        )));
+    }
+    // SAFETY: the file is memory mapped read-only; like every loader of safetensors
+    // files we rely on nobody truncating it while the model is alive.
+    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device)? })
+}
 
 /// The JSON header of a safetensors file: tensor names → dtype, shape, offsets.
 pub fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {

@@ -10,6 +10,7 @@
 //! the NCHW output, on top of the bias (and, for a resnet, of the shortcut) it was filled
 //! with. Other devices and dtypes use candle's convolution.
 
+use super::cpu::{self, f32_slice, Strided};
 use super::im2col::{im2col_rows, Geometry};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -150,9 +151,9 @@ impl CustomOp3 for OwnConv<'_> {
         third_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let geometry = self.conv.geometry(input_layout, weight_layout)?;
-        let input = contiguous_f32(input, input_layout)?;
-        let weight = contiguous_f32(weight, weight_layout)?;
-        let third = contiguous_f32(third, third_layout)?;
+        let input = f32_slice(input, input_layout, "conv2d")?;
+        let weight = f32_slice(weight, weight_layout, "conv2d")?;
+        let third = f32_slice(third, third_layout, "conv2d")?;
         let mut out = if self.accumulate_onto_residual {
             if third.len() != geometry.output_len() {
                 candle_core::bail!(
@@ -165,7 +166,7 @@ impl CustomOp3 for OwnConv<'_> {
             let candle_core::Storage::Cpu(bias_storage) = &*bias_storage else {
                 candle_core::bail!("conv2d: bias is not on the CPU")
             };
-            let bias = contiguous_f32(bias_storage, bias_layout)?;
+            let bias = f32_slice(bias_storage, bias_layout, "conv2d")?;
             let mut out = third.to_vec();
             add_per_channel(&mut out, bias, geometry.output_plane());
             out
@@ -176,16 +177,6 @@ impl CustomOp3 for OwnConv<'_> {
         };
         convolve_onto(&geometry, input, weight, &mut out);
         Ok((CpuStorage::F32(out), geometry.output_shape()))
-    }
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("conv2d: the CPU kernel takes f32 only")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&all[start..end]),
-        None => candle_core::bail!("conv2d: operand is not contiguous"),
     }
 }
 
@@ -214,19 +205,16 @@ fn convolve_onto(geometry: &Geometry, input: &[f32], weight: &[f32], out: &mut [
             let image = &input[b * g.input_image_len()..(b + 1) * g.input_image_len()];
             let out_image = &mut out[b * g.c_out * plane..(b + 1) * g.c_out * plane];
             // A 1×1 convolution is the product itself: [c_out, c_in] @ [c_in, h·w].
-            // SAFETY: the three slices hold m·k, k·n and m·n elements at these strides.
-            unsafe {
-                gemm_onto(
-                    out_image,
-                    plane,
-                    weight,
-                    image,
-                    g.c_out,
-                    plane,
-                    g.c_in,
-                    parallelism,
-                )
-            };
+            gemm_onto(
+                out_image,
+                plane,
+                weight,
+                image,
+                g.c_out,
+                plane,
+                g.c_in,
+                parallelism,
+            );
         }
         return;
     }
@@ -279,8 +267,8 @@ fn convolve_bands(
             let band = &mut columns[..k * n];
             im2col_rows(g, image, row..row + rows, band);
             let dst = &mut out_image[row * g.out_w..];
-            // SAFETY: dst row c starts at c·plane and holds n ≤ plane − row·out_w elements.
-            unsafe { gemm_onto(dst, plane, weight, band, g.c_out, n, k, parallelism) };
+            // Output row c of the band starts at c·plane: n ≤ plane − row·out_w elements.
+            gemm_onto(dst, plane, weight, band, g.c_out, n, k, parallelism);
             row += rows;
         }
     }
@@ -288,12 +276,8 @@ fn convolve_bands(
 
 /// `dst[i, j] += Σ_l lhs[i, l] · rhs[l, j]` for an [m, n] window of `dst` whose rows are
 /// `dst_row_stride` apart; `lhs` is [m, k] and `rhs` [k, n], both contiguous.
-///
-/// # Safety
-/// `dst` must hold row m−1's n elements at `(m−1)·dst_row_stride`; `lhs` m·k and `rhs`
-/// k·n elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_onto(
+fn gemm_onto(
     dst: &mut [f32],
     dst_row_stride: usize,
     lhs: &[f32],
@@ -303,35 +287,28 @@ unsafe fn gemm_onto(
     k: usize,
     parallelism: gemm::Parallelism,
 ) {
-    debug_assert!(m == 0 || dst.len() >= (m - 1) * dst_row_stride + n);
-    debug_assert!(lhs.len() >= m * k && rhs.len() >= k * n);
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.as_mut_ptr(),
-        1,
-        dst_row_stride as isize,
-        true,
-        lhs.as_ptr(),
-        1,
-        k as isize,
-        rhs.as_ptr(),
-        1,
-        n as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    // Checked, not assumed: the product below reads and writes exactly these extents.
+    assert!(m == 0 || dst.len() >= (m - 1) * dst_row_stride + n);
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n);
+    // SAFETY: the asserts above bound every element the strides reach; `dst` is a
+    // mutable borrow, so it overlaps neither operand.
+    unsafe {
+        cpu::gemm(
+            (m, n, k),
+            Strided::rows(dst.as_mut_ptr(), dst_row_stride),
+            true,
+            Strided::rows(lhs.as_ptr(), k),
+            Strided::rows(rhs.as_ptr(), n),
+            parallelism,
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+    use refact_testkit::max_abs_diff;
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
         // A fixed-seed pattern: deterministic without an RNG dependency in the test.
@@ -340,19 +317,6 @@ mod tests {
             .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
             .collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! Tasks run in parallel; each gemm runs on its task's thread. Inference only (no
 //! backward pass), f32 on the CPU; other devices and dtypes use tensor operations.
 
+use super::cpu::{self, f32_slice, Strided};
 use super::softmax::{softmax_last_dim_in_place, softmax_rows};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -59,7 +60,11 @@ impl CustomOp3 for BlockedAttention {
                 v_layout.shape()
             )
         }
-        let (q, k, v) = (f32s(q, q_layout)?, f32s(k, k_layout)?, f32s(v, v_layout)?);
+        let (q, k, v) = (
+            f32_slice(q, q_layout, "attention")?,
+            f32_slice(k, k_layout, "attention")?,
+            f32_slice(v, v_layout, "attention")?,
+        );
         let block = (SCORES_PER_BLOCK / m).clamp(1, n.max(1));
         let mut out = vec![0f32; heads * n * dv];
         if n == 0 || dv == 0 {
@@ -112,65 +117,40 @@ fn attend_block(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    // SAFETY (both calls): every operand holds the elements its sizes and strides reach:
-    // q rows·d, k m·d (read transposed: element (l, j) at j·d + l), scores rows·m,
-    // v m·dv, out rows·dv.
+    let single = gemm::Parallelism::None;
+    // SAFETY (both products): every operand holds the elements its sizes and strides
+    // reach: q rows·d, k m·d (read transposed: element (l, j) at j·d + l), scores
+    // rows·m, v m·dv, out rows·dv; the scratch and the output are their own buffers.
     unsafe {
-        gemm::gemm(
-            rows,
-            m,
-            d,
-            scores.as_mut_ptr(),
-            1,
-            m as isize,
+        let k_transposed = Strided {
+            ptr: k.as_ptr(),
+            row_stride: 1,
+            col_stride: d,
+        };
+        let scores_ptr = Strided::rows(scores.as_mut_ptr(), m);
+        cpu::gemm(
+            (rows, m, d),
+            scores_ptr,
             false,
-            q.as_ptr(),
-            1,
-            d as isize,
-            k.as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            Strided::rows(q.as_ptr(), d),
+            k_transposed,
+            single,
         );
     }
     softmax_rows(scores, m);
     unsafe {
-        gemm::gemm(
-            rows,
-            dv,
-            m,
-            out.as_mut_ptr(),
-            1,
-            dv as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            m as isize,
-            v.as_ptr(),
-            1,
-            dv as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+        let (out_ptr, probs) = (
+            Strided::rows(out.as_mut_ptr(), dv),
+            Strided::rows(scores.as_ptr(), m),
         );
-    }
-}
-
-fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("attention: the CPU kernel takes f32 only")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&all[start..end]),
-        None => candle_core::bail!("attention: operand is not contiguous"),
+        cpu::gemm(
+            (rows, dv, m),
+            out_ptr,
+            false,
+            probs,
+            Strided::rows(v.as_ptr(), dv),
+            single,
+        );
     }
 }
 
@@ -201,16 +181,7 @@ mod tests {
             let probs =
                 candle_nn::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
             let theirs = probs.matmul(&v).unwrap();
-            let diff: f32 = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = refact_testkit::max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-5, "{heads}×{n}×{m}: {diff:e}");
         }
     }

@@ -7,6 +7,7 @@
 //! and the normalised, scaled (and SiLU'd) output one write, groups in parallel. Other
 //! devices and dtypes go through candle-nn.
 
+use super::cpu::f32_slice;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{self as nn, VarBuilder};
 use rayon::prelude::*;
@@ -97,9 +98,9 @@ impl CustomOp3 for FusedGroupNorm {
         if !channels.is_multiple_of(self.groups) {
             candle_core::bail!("group norm: {channels} channels in {} groups", self.groups)
         }
-        let input = f32_slice(input, input_layout)?;
-        let weight = f32_slice(weight, weight_layout)?;
-        let bias = f32_slice(bias, bias_layout)?;
+        let input = f32_slice(input, input_layout, "group norm")?;
+        let weight = f32_slice(weight, weight_layout, "group norm")?;
+        let bias = f32_slice(bias, bias_layout, "group norm")?;
         if weight.len() != channels || bias.len() != channels {
             candle_core::bail!(
                 "group norm: {} scales for {channels} channels",
@@ -148,16 +149,6 @@ fn statistics(values: &[f32], eps: f64) -> (f32, f32) {
     (mean as f32, (1.0 / (variance + eps).sqrt()) as f32)
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("group norm: the CPU kernel takes f32 only")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&all[start..end]),
-        None => candle_core::bail!("group norm: operand is not contiguous"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,18 +176,7 @@ mod tests {
             groups,
             eps: 1e-6,
         };
-        let diff = |a: Tensor, b: Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = |a: Tensor, b: Tensor| refact_testkit::max_abs_diff(&a, &b);
         let reference = norm.inner.forward(&xs).unwrap();
         assert!(diff(norm.forward(&xs).unwrap(), reference.clone()) < 1e-5);
         let reference = nn::ops::silu(&reference).unwrap();

@@ -2,6 +2,7 @@
 //! candle's are the bottleneck (docs/PERFORMANCE.md).
 
 pub mod conv;
+mod cpu;
 pub mod fused_attention;
 pub mod group_norm;
 mod im2col;

@@ -178,16 +178,7 @@ mod tests {
             let xs = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
             let theirs = candle_nn::ops::softmax_last_dim(&xs).unwrap();
             let ours = softmax_last_dim_in_place(xs).unwrap();
-            let diff: f32 = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = refact_testkit::max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-6, "{shape:?}: {diff:e}");
         }
     }

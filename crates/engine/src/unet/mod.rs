@@ -131,15 +131,7 @@ impl UNet2DConditionModel {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = UNetConfig::from_file(&dir.join(CONFIG_FILE))?;
         let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(EngineError::ModelNotFound(format!(
-                "{} is missing",
-                weights.display()
-            )));
-        }
-        // SAFETY: the weight file is memory mapped read-only; like every loader of
-        // safetensors files we rely on nobody truncating it while the model is alive.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device)? };
+        let vb = crate::weights::mapped(&weights, dtype, device)?;
         let layout = config.layout()?;
         Self::build(vb, &config, &layout)
             .map_err(|e| EngineError::Weights(format!("{}: {e}", weights.display())))

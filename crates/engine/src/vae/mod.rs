@@ -193,14 +193,7 @@ impl Vae {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = VaeConfig::from_file(&dir.join(CONFIG_FILE))?;
         let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(EngineError::ModelNotFound(format!(
-                "{} is missing",
-                weights.display()
-            )));
-        }
-        // SAFETY: read-only memory map of a weight file nobody rewrites while we run.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device)? };
+        let vb = crate::weights::mapped(&weights, dtype, device)?;
         Self::new(vb, &config).map_err(|e| match e {
             EngineError::Candle(e) => EngineError::Weights(format!("{}: {e}", weights.display())),
             other => other,
