@@ -17,7 +17,7 @@ use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use refact_engine::EngineError;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,8 @@ impl BatchPolicy {
 pub struct Generator<B: ModelBackend> {
     sender: mpsc::SyncSender<Job<B>>,
     depth: Arc<AtomicUsize>,
+    /// Images rendered since the thread started.
+    rendered: Arc<AtomicU64>,
     shutdown: Arc<Shutdown>,
 }
 
@@ -70,6 +72,7 @@ impl<B: ModelBackend> Clone for Generator<B> {
         Generator {
             sender: self.sender.clone(),
             depth: self.depth.clone(),
+            rendered: self.rendered.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
@@ -86,12 +89,14 @@ impl<B: ModelBackend> Generator<B> {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(capacity);
         let depth = Arc::new(AtomicUsize::new(0));
+        let rendered = Arc::new(AtomicU64::new(0));
         let thread = GenerationThread {
             backend,
             receiver,
             waiting: VecDeque::new(),
             policy,
             depth: depth.clone(),
+            rendered: rendered.clone(),
             shutdown: shutdown.clone(),
         };
         std::thread::Builder::new()
@@ -100,6 +105,7 @@ impl<B: ModelBackend> Generator<B> {
         Ok(Generator {
             sender,
             depth,
+            rendered,
             shutdown,
         })
     }
@@ -107,6 +113,11 @@ impl<B: ModelBackend> Generator<B> {
     /// Requests waiting or being rendered.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Images rendered since the thread started (users' and quality gates').
+    pub fn rendered(&self) -> u64 {
+        self.rendered.load(Ordering::Relaxed)
     }
 
     /// Queues one image and waits for it. Fails at once with
@@ -117,6 +128,50 @@ impl<B: ModelBackend> Generator<B> {
         params: GenerateParams,
         deltas: B::Deltas,
     ) -> Result<Rendered, ApiError> {
+        let (job, answer) = self.job(params, deltas)?;
+        if let Err(err) = self.sender.try_send(job) {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(match err {
+                TrySendError::Full(_) => {
+                    ApiError::Overloaded("the generation queue is full; retry shortly".into())
+                }
+                TrySendError::Disconnected(_) => {
+                    ApiError::Internal("the generation thread has stopped".into())
+                }
+            });
+        }
+        m::set_generate_queue_depth(self.depth());
+        answer.await.map_err(|_| dropped())?
+    }
+
+    /// Queues one image and waits for it, blocking the calling thread: for work that runs
+    /// on a blocking thread (an edit's quality gate). A full queue is waited out, not
+    /// refused: an edit must not fail because users keep the queue busy. Fails with
+    /// `ApiError::ShuttingDown` once the server drains.
+    pub fn generate_blocking(
+        &self,
+        params: GenerateParams,
+        deltas: B::Deltas,
+    ) -> Result<Rendered, ApiError> {
+        let (job, answer) = self.job(params, deltas)?;
+        if self.sender.send(job).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::Internal(
+                "the generation thread has stopped".into(),
+            ));
+        }
+        m::set_generate_queue_depth(self.depth());
+        answer.blocking_recv().map_err(|_| dropped())?
+    }
+
+    /// A job for `params` at `deltas`, counted in the queue depth, and where its answer
+    /// will arrive; refused once the server drains.
+    #[allow(clippy::type_complexity)]
+    fn job(
+        &self,
+        params: GenerateParams,
+        deltas: B::Deltas,
+    ) -> Result<(Job<B>, oneshot::Receiver<Result<Rendered, ApiError>>), ApiError> {
         if self.shutdown.is_draining() {
             return Err(ApiError::ShuttingDown);
         }
@@ -130,22 +185,12 @@ impl<B: ModelBackend> Generator<B> {
             reply,
         };
         self.depth.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = self.sender.try_send(job) {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            return Err(match err {
-                TrySendError::Full(_) => {
-                    ApiError::Overloaded("the generation queue is full; retry shortly".into())
-                }
-                TrySendError::Disconnected(_) => {
-                    ApiError::Internal("the generation thread has stopped".into())
-                }
-            });
-        }
-        m::set_generate_queue_depth(self.depth());
-        answer
-            .await
-            .map_err(|_| ApiError::Internal("the generation thread dropped a request".into()))?
+        Ok((job, answer))
     }
+}
+
+fn dropped() -> ApiError {
+    ApiError::Internal("the generation thread dropped a request".into())
 }
 
 /// The thread's side: the queue, and the requests taken out of it that wait for a
@@ -156,6 +201,7 @@ struct GenerationThread<B: ModelBackend> {
     waiting: VecDeque<Job<B>>,
     policy: BatchPolicy,
     depth: Arc<AtomicUsize>,
+    rendered: Arc<AtomicU64>,
     shutdown: Arc<Shutdown>,
 }
 
@@ -241,6 +287,8 @@ impl<B: ModelBackend> GenerationThread<B> {
         // Counted out before the answers go, so a client that has its answer sees a
         // queue without itself.
         let batch_size = live.len();
+        let images = results.iter().filter(|r| r.is_ok()).count();
+        self.rendered.fetch_add(images as u64, Ordering::Relaxed);
         self.finished(batch_size);
         for (job, result) in live.into_iter().zip(results) {
             let answer = match result {
@@ -344,6 +392,48 @@ mod tests {
         ticks.send(()).unwrap();
         assert_eq!(running.await.unwrap().unwrap().png, b"2 deltas");
         assert_eq!(queued.await.unwrap().unwrap().png, b"0 deltas");
+        assert_eq!(generator.depth(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_render_waits_out_a_full_queue_instead_of_failing() {
+        let (model, ticks) = ScriptedModel::new();
+        let generator = Generator::spawn(
+            Arc::new(model),
+            1,
+            BatchPolicy::SINGLE,
+            Arc::new(Shutdown::default()),
+        )
+        .unwrap();
+        let running = tokio::spawn({
+            let g = generator.clone();
+            async move { g.generate(params("gated"), vec![1]).await }
+        });
+        settle(&generator, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let queued = tokio::spawn({
+            let g = generator.clone();
+            async move { g.generate(params("plain"), vec![]).await }
+        });
+        while generator.depth() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The queue is full: a user's request is refused, a gate's image waits.
+        let gate = tokio::task::spawn_blocking({
+            let g = generator.clone();
+            move || g.generate_blocking(params("plain"), vec![7, 7, 7])
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !gate.is_finished(),
+            "the blocking render gave up on a full queue"
+        );
+
+        ticks.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap().png, b"1 deltas");
+        assert_eq!(queued.await.unwrap().unwrap().png, b"0 deltas");
+        assert_eq!(gate.await.unwrap().unwrap().png, b"3 deltas");
+        assert_eq!(generator.rendered(), 3);
         assert_eq!(generator.depth(), 0);
     }
 

@@ -3,7 +3,9 @@
 //! control flow around a model (worker, routes), never numbers: those are the end-to-end
 //! tests' job, on the real engine and the fixture model.
 
-use crate::backend::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
+use crate::backend::{
+    ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage,
+};
 use crate::gate::{GateMeasurement, GateRequest};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -109,6 +111,7 @@ impl ModelBackend for ScriptedModel {
         _parent: &Vec<usize>,
         _edit: &ComputedEdit,
         _stopped: &dyn Fn() -> bool,
+        _render: &RenderImage<'_, Vec<usize>>,
     ) -> Result<GateMeasurement, EngineError> {
         let pass = Comparison::new(1.0, 0.0);
         let text = SeedTests {

@@ -1,7 +1,7 @@
 //! The model backend over `refact_engine`: a Stable Diffusion v1.x folder (or hub id)
 //! loaded once, ReFACT edits computed on any version, images rendered at any version.
 
-use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary};
+use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage};
 use crate::error::ApiError;
 use crate::gate::{GateMeasurement, GateRequest};
 use crate::metrics as m;
@@ -205,8 +205,9 @@ impl ModelBackend for EngineBackend {
         parent: &DeltaSet,
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
+        render: &RenderImage<'_, DeltaSet>,
     ) -> Result<GateMeasurement, EngineError> {
-        self.measure_gate_on_engine(request, gate, parent, edit, stopped)
+        self.measure_gate_on_engine(request, gate, parent, edit, stopped, render)
     }
 
     fn validate_generate(&self, params: &GenerateParams) -> Result<(), EngineError> {

@@ -2,13 +2,12 @@
 //! when asked, images of the edited version scored by the configured CLIP model.
 
 use super::engine::EngineBackend;
-use super::ComputedEdit;
+use super::{ComputedEdit, GenerateParams, RenderImage};
 use crate::gate::{GateMeasurement, GateRequest, ImageGate};
 use candle_core::DType;
 use refact_engine::deltas::DeltaSet;
-use refact_engine::pipeline::GenerateParams as PipelineParams;
 use refact_engine::refact::{EditJob, EditRequest};
-use refact_engine::{image_io, EngineError, InvalidKind};
+use refact_engine::{EngineError, InvalidKind};
 use refact_eval::dataset::{EvalCase, Negative, Positive};
 use refact_eval::image_check::image_tests;
 use refact_eval::text_check::check_edit;
@@ -28,6 +27,7 @@ impl EngineBackend {
         parent: &DeltaSet,
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
+        render: &RenderImage<'_, DeltaSet>,
     ) -> Result<GateMeasurement, EngineError> {
         let mut edited = parent.clone();
         for stored in &edit.deltas {
@@ -63,7 +63,7 @@ impl EngineBackend {
                     "image gates are measured on single edits",
                 ))
             }
-            Some(images) => Some(self.image_gate(&cases[0], images, &edited, stopped)?),
+            Some(images) => Some(self.image_gate(&cases[0], images, &edited, render)?),
         };
         Ok(GateMeasurement { text, images })
     }
@@ -73,24 +73,28 @@ impl EngineBackend {
         case: &EvalCase,
         images: &ImageGate,
         edited: &DeltaSet,
-        stopped: &dyn Fn() -> bool,
+        render: &RenderImage<'_, DeltaSet>,
     ) -> Result<Vec<refact_eval::metrics::SeedTests>, EngineError> {
         let scorer = self.scorer()?;
         let size = images.size.unwrap_or(self.model.info.default_size.0);
-        let scheduler = self.scheduler(None)?;
+        // Each image goes through the generation queue (PNG is lossless: the decoded
+        // pixels are the rendered ones). It cannot be stopped half-way; a stop is seen
+        // between images, by the scorer's caller.
         let mut generate = |prompt: &str, seed: u64| -> refact_eval::Result<image::RgbImage> {
-            let params = PipelineParams {
+            let params = GenerateParams {
+                prompt: prompt.to_string(),
+                negative_prompt: String::new(),
                 steps: images.steps,
                 guidance_scale: images.guidance_scale,
                 width: size,
                 height: size,
                 seed,
-                ..PipelineParams::new(prompt, scheduler)
+                scheduler: None,
             };
-            let image = self
-                .model
-                .generate(&params, edited, &mut |_, _| !stopped())?;
-            Ok(image_io::to_rgb8(&image)?)
+            let png = render(params, edited)?;
+            let image = image::load_from_memory(&png)
+                .map_err(|e| EngineError::Numerical(format!("a gate image did not decode: {e}")))?;
+            Ok(image.to_rgb8())
         };
         image_tests(&scorer, case, &images.seeds, &mut generate).map_err(engine_error)
     }

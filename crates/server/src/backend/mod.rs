@@ -74,6 +74,7 @@ pub trait ModelBackend: Send + Sync + 'static {
         parent: &Self::Deltas,
         edit: &ComputedEdit,
         stopped: &dyn Fn() -> bool,
+        render: &RenderImage<'_, Self::Deltas>,
     ) -> Result<GateMeasurement, EngineError>;
 
     /// Checks generation settings that only the model can judge (scheduler names,
@@ -168,6 +169,10 @@ pub struct ComputedEdit {
     pub deltas: Vec<refact_store::StoredDelta>,
     pub metrics: serde_json::Value,
 }
+
+/// Renders one image (PNG bytes) at a version through the server's generation queue, as
+/// every other image: a gate's images batch with the users' and never run beside them.
+pub type RenderImage<'a, D> = dyn Fn(GenerateParams, &D) -> Result<Vec<u8>, EngineError> + 'a;
 
 /// Fully resolved generation settings (defaults filled in, seed chosen).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,6 +56,8 @@ pub struct GenerationGauges {
     pub queue_limit: usize,
     pub max_batch: usize,
     pub max_wait_ms: f64,
+    /// Images this replica rendered since it started (users' and quality gates').
+    pub images_rendered: u64,
     /// The text-embedding cache of this replica's model.
     pub text_cache: TextCacheGauges,
 }
@@ -172,6 +174,7 @@ pub async fn operations<B: ModelBackend>(
             queue_limit: settings.limits.generate_queue,
             max_batch: settings.batching.max_batch,
             max_wait_ms: settings.batching.max_wait_ms,
+            images_rendered: state.generator.rendered(),
             text_cache: state.backend.text_cache(),
         },
         replicas: replicas

@@ -387,11 +387,20 @@ impl<B: ModelBackend> EditWorker<B> {
         signal: &Arc<StopSignal>,
     ) -> Result<GateMeasurement, EngineError> {
         let backend = self.state.backend.clone();
+        let generator = self.state.generator.clone();
         let (request, gate, computed) = (request.clone(), gate.clone(), computed.clone());
         let signal = signal.clone();
         on_blocking_thread("quality gate", move || {
             let stopped = || signal.reason().is_some();
-            backend.measure_gate(&request, &gate, &parent, &computed, &stopped)
+            // The gate's images queue with everyone else's: one model thread renders.
+            let render = |params, deltas: &B::Deltas| {
+                let rendered = generator.generate_blocking(params, deltas.clone());
+                rendered.map(|image| image.png).map_err(|err| match err {
+                    ApiError::ShuttingDown => EngineError::Cancelled,
+                    other => EngineError::Numerical(format!("gate image: {other}")),
+                })
+            };
+            backend.measure_gate(&request, &gate, &parent, &computed, &stopped, &render)
         })
         .await
     }

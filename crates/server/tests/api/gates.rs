@@ -31,6 +31,13 @@ async fn an_image_gate_renders_every_prompt_and_seed_and_stores_clip_metrics() {
     assert_eq!(edit["status"], "applied", "{edit}");
     let version = app.get_json("/versions/1").await;
     assert_eq!(version["gate_status"], "passed", "{version}");
+    // The gate's images went through the generation queue: per seed, one of the edit
+    // prompt, one per positive and one per negative; nobody else asked for images.
+    let operations = app.get_json("/operations").await;
+    assert_eq!(
+        operations["generation"]["images_rendered"], 6,
+        "{operations}"
+    );
     let images = &version["gate_metrics"]["images"];
     // One efficacy, one positive and one negative test per seed, averaged over 2 seeds.
     for metric in ["efficacy", "generality", "specificity"] {
