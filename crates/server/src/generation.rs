@@ -358,8 +358,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_queue_is_refused_at_once_and_queued_work_still_completes() {
+    type Answer = tokio::task::JoinHandle<Result<Rendered, ApiError>>;
+
+    /// A generator with a queue of one, filled: an image at `running_deltas` deltas blocks
+    /// the thread until `ticks` sends, and an image at no delta waits in the queue.
+    async fn full_queue(
+        running_deltas: Vec<usize>,
+    ) -> (Generator<ScriptedModel>, mpsc::Sender<()>, Answer, Answer) {
         let (model, ticks) = ScriptedModel::new();
         let generator = Generator::spawn(
             Arc::new(model),
@@ -368,10 +373,9 @@ mod tests {
             Arc::new(Shutdown::default()),
         )
         .unwrap();
-        // One image blocks the thread, one waits in the queue: the third is refused.
         let running = tokio::spawn({
             let g = generator.clone();
-            async move { g.generate(params("gated"), vec![1, 2]).await }
+            async move { g.generate(params("gated"), running_deltas).await }
         });
         // Give the thread time to take it out of the queue.
         settle(&generator, 1).await;
@@ -383,6 +387,13 @@ mod tests {
         while generator.depth() < 2 {
             tokio::task::yield_now().await;
         }
+        (generator, ticks, running, queued)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_queued_work_still_completes() {
+        // One image blocks the thread, one waits in the queue: the third is refused.
+        let (generator, ticks, running, queued) = full_queue(vec![1, 2]).await;
         let refused = generator.generate(params("plain"), vec![]).await;
         assert!(
             matches!(refused, Err(ApiError::Overloaded(_))),
@@ -397,27 +408,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_blocking_render_waits_out_a_full_queue_instead_of_failing() {
-        let (model, ticks) = ScriptedModel::new();
-        let generator = Generator::spawn(
-            Arc::new(model),
-            1,
-            BatchPolicy::SINGLE,
-            Arc::new(Shutdown::default()),
-        )
-        .unwrap();
-        let running = tokio::spawn({
-            let g = generator.clone();
-            async move { g.generate(params("gated"), vec![1]).await }
-        });
-        settle(&generator, 1).await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let queued = tokio::spawn({
-            let g = generator.clone();
-            async move { g.generate(params("plain"), vec![]).await }
-        });
-        while generator.depth() < 2 {
-            tokio::task::yield_now().await;
-        }
+        let (generator, ticks, running, queued) = full_queue(vec![1]).await;
         // The queue is full: a user's request is refused, a gate's image waits.
         let gate = tokio::task::spawn_blocking({
             let g = generator.clone();
