@@ -3,6 +3,7 @@
 
 pub mod conv;
 mod cpu;
+mod fast_exp;
 pub mod fused_attention;
 pub mod group_norm;
 mod im2col;
