@@ -378,6 +378,8 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
     );
     wait_for(&browser, "the progress to move", &moved).await;
     wait_for_text(&browser, "#ops-replicas", "this").await;
+    wait_for_text(&browser, "#ops-text-cache", "prompts kept").await;
+    wait_for_text(&browser, "#ops-images-rendered", "since start").await;
     shots.take(&browser, "operations").await;
     let both_applied = "const t = document.querySelector('#ops-hour').textContent; \
                         return /edits applied \\(max [12]\\/min, total 2\\)/.test(t) ? t : null";

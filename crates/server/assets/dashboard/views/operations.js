@@ -49,11 +49,20 @@ function drawQueue(box, ops) {
       h("dt", {}, "edits queued"), h("dd", { id: "ops-edits-queued" }, ops.edits_queued),
       h("dt", {}, "edits running"), h("dd", { id: "ops-edits-running" }, ops.edits_running),
       h("dt", {}, "images waiting or rendering"), h("dd", {}, `${g.queue_depth} of ${g.queue_limit} (this replica)`),
-      h("dt", {}, "batching"), h("dd", {}, `up to ${g.max_batch} images, waiting ≤ ${g.max_wait_ms} ms`)),
+      h("dt", {}, "batching"), h("dd", {}, `up to ${g.max_batch} images, waiting ≤ ${g.max_wait_ms} ms`),
+      h("dt", {}, "images rendered"), h("dd", { id: "ops-images-rendered" }, `${g.images_rendered} since start (this replica, gates included)`),
+      h("dt", {}, "text cache"), h("dd", { id: "ops-text-cache" }, textCache(g.text_cache))),
     ops.running.length ? h("h3", {}, "Running") : null,
     h("ul", {}, ops.running.map((e) => h("li", {},
       h("a", { href: `#/edit/${e.id}` }, fact(factsOf(e.request)[0])),
       h("span", { id: `ops-progress-${e.id}` }, e.progress ? progressText(e.progress) : " · starting")))));
+}
+
+/** The text-embedding cache: how full, and how often it answered. */
+function textCache(c) {
+  const asked = c.hits + c.misses;
+  const rate = asked ? `${Math.round((100 * c.hits) / asked)}% of ${asked} prompts from the cache` : "no prompts yet";
+  return `${c.prompts} of ${c.capacity} prompts kept · ${rate}`;
 }
 
 const progressText = (p) =>
