@@ -63,7 +63,7 @@ impl EngineBackend {
                     "image gates are measured on single edits",
                 ))
             }
-            Some(images) => Some(self.image_gate(&cases[0], images, &edited, render)?),
+            Some(images) => Some(self.image_gate(&cases[0], images, &edited, stopped, render)?),
         };
         Ok(GateMeasurement { text, images })
     }
@@ -73,14 +73,18 @@ impl EngineBackend {
         case: &EvalCase,
         images: &ImageGate,
         edited: &DeltaSet,
+        stopped: &dyn Fn() -> bool,
         render: &RenderImage<'_, DeltaSet>,
     ) -> Result<Vec<refact_eval::metrics::SeedTests>, EngineError> {
         let scorer = self.scorer()?;
         let size = images.size.unwrap_or(self.model.info.default_size.0);
         // Each image goes through the generation queue (PNG is lossless: the decoded
-        // pixels are the rendered ones). It cannot be stopped half-way; a stop is seen
-        // between images, by the scorer's caller.
+        // pixels are the rendered ones). An image cannot be stopped half-way; a stop
+        // (cancel, lost lease, shutdown) is seen before the next one.
         let mut generate = |prompt: &str, seed: u64| -> refact_eval::Result<image::RgbImage> {
+            if stopped() {
+                return Err(EngineError::Cancelled.into());
+            }
             let params = GenerateParams {
                 prompt: prompt.to_string(),
                 negative_prompt: String::new(),
