@@ -135,9 +135,7 @@ impl<B: ModelBackend> Generator<B> {
                 TrySendError::Full(_) => {
                     ApiError::Overloaded("the generation queue is full; retry shortly".into())
                 }
-                TrySendError::Disconnected(_) => {
-                    ApiError::Internal("the generation thread has stopped".into())
-                }
+                TrySendError::Disconnected(_) => thread_stopped(),
             });
         }
         m::set_generate_queue_depth(self.depth());
@@ -156,9 +154,7 @@ impl<B: ModelBackend> Generator<B> {
         let (job, answer) = self.job(params, deltas)?;
         if self.sender.send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
-            return Err(ApiError::Internal(
-                "the generation thread has stopped".into(),
-            ));
+            return Err(thread_stopped());
         }
         m::set_generate_queue_depth(self.depth());
         answer.blocking_recv().map_err(|_| dropped())?
@@ -191,6 +187,10 @@ impl<B: ModelBackend> Generator<B> {
 
 fn dropped() -> ApiError {
     ApiError::Internal("the generation thread dropped a request".into())
+}
+
+fn thread_stopped() -> ApiError {
+    ApiError::Internal("the generation thread has stopped".into())
 }
 
 /// The thread's side: the queue, and the requests taken out of it that wait for a

@@ -21,16 +21,21 @@ const SCORES_PER_BLOCK: usize = 1 << 18;
 /// softmax(q kᵀ) v per head: `q` [heads, n, d] (already scaled), `k` [heads, m, d],
 /// `v` [heads, m, dv] → [heads, n, dv].
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let own_kernel = [q, k, v]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 3);
-    if own_kernel {
+    if has_cpu_kernel(q, k, v) {
         q.contiguous()?
             .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &BlockedAttention)
     } else {
         let scores = q.matmul(&k.t()?)?;
         softmax_last_dim_in_place(scores)?.matmul(v)
     }
+}
+
+/// Whether [`attention`] runs the blocked CPU kernel for these operands (f32, on the
+/// CPU, [heads, len, dim]) rather than tensor operations.
+pub fn has_cpu_kernel(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    [q, k, v]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 3)
 }
 
 struct BlockedAttention;

@@ -6,8 +6,8 @@
 //! closure around it (candle 0.11's `softmax_last_dim`). Here each row takes one pass
 //! for its maximum, one fused pass for exp and sum, and one to scale, in place, with an
 //! exp written so that the compiler vectorises it (AVX2 + FMA when the CPU has them,
-//! chosen at run time), rows in parallel. Inference only: the op has no backward pass, and the text
-//! encoder, which ReFACT differentiates, keeps candle's softmax.
+//! chosen at run time), rows in parallel. Inference only: the op has no backward pass,
+//! and the text encoder, which ReFACT differentiates, keeps candle's softmax.
 
 use super::fast_exp::exp;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Tensor, D};
@@ -79,7 +79,7 @@ unsafe fn softmax_row_avx2(row: &mut [f32]) {
 /// Lanes per step: two AVX2 registers of f32.
 const LANES: usize = 16;
 
-/// The row's maximum, exp(x − max) into `out` with their sum, then the scale. The
+/// The row's maximum, then exp(x − max) in place with their sum, then the scale. The
 /// maximum and the sum are kept per lane (`[f32; LANES]`) so that the loops vectorise:
 /// a single running sum would be a dependency chain the compiler may not reorder.
 #[inline(always)]

@@ -89,21 +89,19 @@ impl TextEmbeddingCache {
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if !missing.is_empty() {
             let encoded = encode(&missing)?;
-            let mut rows = (0..missing.len()).map(|i| encoded.narrow(0, i, 1));
             let mut state = self.lock();
-            for slot in found.iter_mut().filter(|slot| slot.is_none()) {
-                *slot = Some(rows.next().expect("one row per missing prompt")?);
-            }
-            if self.capacity > 0 {
-                for (prompt, hidden) in prompts.iter().zip(&found) {
-                    let hidden = hidden.clone().expect("every slot is filled");
-                    state.insert(
-                        (identity, prompt.to_string()),
-                        hidden,
-                        version,
-                        self.capacity,
-                    );
+            let misses = found
+                .iter_mut()
+                .zip(prompts)
+                .filter(|(slot, _)| slot.is_none());
+            for (row, (slot, prompt)) in misses.enumerate() {
+                // Its own storage: a row of `encoded` would keep the whole batch alive.
+                let hidden = encoded.narrow(0, row, 1)?.copy()?;
+                if self.capacity > 0 {
+                    let key = (identity, prompt.to_string());
+                    state.insert(key, hidden.clone(), version, self.capacity);
                 }
+                *slot = Some(hidden);
             }
         }
         Ok(found

@@ -69,6 +69,14 @@ impl Editor {
             self.corpus_lines,
             progress,
         )?;
+        if origin == StatsOrigin::Computed {
+            tracing::info!(
+                layer,
+                samples = stats.samples,
+                tokens = stats.tokens,
+                "layer statistics computed and cached"
+            );
+        }
         let stats = Arc::new(stats);
         loaded.insert(layer, stats.clone());
         Ok((stats, origin))

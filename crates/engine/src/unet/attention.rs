@@ -83,10 +83,7 @@ impl Attention {
     /// softmax(q kᵀ) v; q is already scaled. f32 on the CPU goes through the blocked
     /// kernel, which bounds its scores itself; elsewhere, over chunks of queries.
     fn scaled_dot_product(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let f32_cpu = [q, k, v]
-            .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
-        if f32_cpu && k.dim(1)? > 1 {
+        if fused_attention::has_cpu_kernel(q, k, v) && k.dim(1)? > 1 {
             return fused_attention::attention(q, k, v);
         }
         let (bh, n, _) = q.dims3()?;

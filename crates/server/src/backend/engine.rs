@@ -1,7 +1,10 @@
 //! The model backend over `refact_engine`: a Stable Diffusion v1.x folder (or hub id)
 //! loaded once, ReFACT edits computed on any version, images rendered at any version.
 
-use super::{ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage};
+use super::{
+    ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage,
+    TextCacheGauges,
+};
 use crate::error::ApiError;
 use crate::gate::{GateMeasurement, GateRequest};
 use crate::metrics as m;
@@ -107,9 +110,9 @@ impl ModelBackend for EngineBackend {
     type Deltas = DeltaSet;
     type EditRequest = EditJob;
 
-    fn text_cache(&self) -> crate::routes::operations::TextCacheGauges {
+    fn text_cache(&self) -> TextCacheGauges {
         let cache = &self.model.text_cache;
-        crate::routes::operations::TextCacheGauges {
+        TextCacheGauges {
             prompts: cache.len(),
             capacity: cache.capacity(),
             hits: cache.hits(),

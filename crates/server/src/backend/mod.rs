@@ -29,7 +29,7 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn summary(&self) -> &ModelSummary;
 
     /// The state of the model's text-embedding cache (zeros where it has none).
-    fn text_cache(&self) -> crate::routes::operations::TextCacheGauges {
+    fn text_cache(&self) -> TextCacheGauges {
         Default::default()
     }
 
@@ -168,6 +168,17 @@ pub struct EditProgress {
 pub struct ComputedEdit {
     pub deltas: Vec<refact_store::StoredDelta>,
     pub metrics: serde_json::Value,
+}
+
+/// (version, prompt) text-encoder outputs kept for the next image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TextCacheGauges {
+    /// Prompts held now, and at most.
+    pub prompts: usize,
+    pub capacity: usize,
+    /// Prompts answered from the cache, and encoded, since the process started.
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// Renders one image (PNG bytes) at a version through the server's generation queue, as

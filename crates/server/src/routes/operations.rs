@@ -5,7 +5,7 @@
 
 use crate::activity::MINUTES;
 use crate::auth::{self, Authorized};
-use crate::backend::ModelBackend;
+use crate::backend::{ModelBackend, TextCacheGauges};
 use crate::error::responses::{BadRequest, Forbidden, Unauthorized, Unavailable};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -60,17 +60,6 @@ pub struct GenerationGauges {
     pub images_rendered: u64,
     /// The text-embedding cache of this replica's model.
     pub text_cache: TextCacheGauges,
-}
-
-/// (version, prompt) text-encoder outputs kept for the next image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub struct TextCacheGauges {
-    /// Prompts held now, and at most.
-    pub prompts: usize,
-    pub capacity: usize,
-    /// Prompts answered from the cache, and encoded, since the process started.
-    pub hits: u64,
-    pub misses: u64,
 }
 
 /// A replica as it last reported itself.
