@@ -30,6 +30,9 @@ pub struct ClipTokenizer {
     inner: Tokenizer,
     bos_id: u32,
     eos_id: u32,
+    /// Fills the context after EOS: `<|endoftext|>` in SD v1.x, `!` (id 0) in SD 2.x
+    /// and SDXL's second tokenizer. The UNet attends to every position, so it matters.
+    pad_id: u32,
     max_length: usize,
 }
 
@@ -38,6 +41,7 @@ impl std::fmt::Debug for ClipTokenizer {
         f.debug_struct("ClipTokenizer")
             .field("bos_id", &self.bos_id)
             .field("eos_id", &self.eos_id)
+            .field("pad_id", &self.pad_id)
             .field("max_length", &self.max_length)
             .finish()
     }
@@ -48,15 +52,31 @@ impl ClipTokenizer {
     /// `tokenizer.json` if present, else `vocab.json` + `merges.txt`. The context length
     /// comes from `tokenizer_config.json`'s `model_max_length` when it is sensible.
     pub fn from_folder(dir: &Path) -> Result<Self> {
-        let max_length = read_max_length(&dir.join("tokenizer_config.json"));
+        let config = read_json_object(&dir.join("tokenizer_config.json"));
+        let max_length = max_length_of(config.as_ref());
         let tokenizer_json = dir.join("tokenizer.json");
-        if tokenizer_json.is_file() {
+        let mut tokenizer = if tokenizer_json.is_file() {
             let inner = Tokenizer::from_file(&tokenizer_json).map_err(|e| {
                 EngineError::Tokenizer(format!("{}: {e}", tokenizer_json.display()))
             })?;
-            return Self::from_tokenizer(inner, max_length);
+            Self::from_tokenizer(inner, max_length)?
+        } else {
+            Self::from_files(&dir.join("vocab.json"), &dir.join("merges.txt"), max_length)?
+        };
+        let pad = pad_token_of(config.as_ref()).or_else(|| {
+            pad_token_of(read_json_object(&dir.join("special_tokens_map.json")).as_ref())
+        });
+        if let Some(pad) = pad.filter(|pad| pad != EOS) {
+            // transformers registers the pad token as a special token, which is never
+            // merged with its neighbours: with SD 2.x's and SDXL's `!`, every `!` of a
+            // prompt becomes id 0 ("speech!" is "speech</w>" + "!", not "speech</w>" +
+            // "!</w>"). Do the same, or prompts with `!` would encode differently.
+            let _ = tokenizer
+                .inner
+                .add_special_tokens(vec![AddedToken::from(pad.clone(), true)]);
+            tokenizer.pad_id = token_id(&tokenizer.inner, &pad)?;
         }
-        Self::from_files(&dir.join("vocab.json"), &dir.join("merges.txt"), max_length)
+        Ok(tokenizer)
     }
 
     /// Builds the tokenizer from CLIP's `vocab.json` and `merges.txt`.
@@ -114,6 +134,7 @@ impl ClipTokenizer {
             inner,
             bos_id,
             eos_id,
+            pad_id: eos_id,
             max_length,
         })
     }
@@ -144,10 +165,10 @@ impl ClipTokenizer {
         Ok(self.tokens(text)?.len() + 2 <= self.max_length)
     }
 
-    /// Ids of `text` padded with EOS to exactly the context length.
+    /// Ids of `text` padded with the pad token to exactly the context length.
     pub fn encode_padded(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = self.encode(text)?;
-        ids.resize(self.max_length, self.eos_id);
+        ids.resize(self.max_length, self.pad_id);
         Ok(ids)
     }
 
@@ -163,9 +184,14 @@ impl ClipTokenizer {
         self.bos_id
     }
 
-    /// Id of `<|endoftext|>`, also used for padding as in SD v1.x.
+    /// Id of `<|endoftext|>`.
     pub fn eos_id(&self) -> u32 {
         self.eos_id
+    }
+
+    /// Id of the padding token (the folder's `pad_token`, else `<|endoftext|>`).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
     }
 
     /// The context length (77 for CLIP).
@@ -186,12 +212,24 @@ fn path_str(path: &Path) -> Result<String> {
         .ok_or_else(|| EngineError::Tokenizer(format!("non-UTF-8 path {}", path.display())))
 }
 
+/// A JSON file of the tokenizer folder, if it exists and parses.
+fn read_json_object(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `pad_token` as transformers writes it: a string, or an object with its `content`.
+fn pad_token_of(config: Option<&serde_json::Value>) -> Option<String> {
+    let pad = config?.get("pad_token")?;
+    pad.as_str()
+        .or_else(|| pad.get("content").and_then(|c| c.as_str()))
+        .map(str::to_owned)
+}
+
 /// `model_max_length` from tokenizer_config.json; transformers writes a huge sentinel
 /// when the length is unknown, so anything above CLIP's 77 falls back to 77.
-fn read_max_length(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+fn max_length_of(config: Option<&serde_json::Value>) -> usize {
+    config
         .and_then(|json| json.get("model_max_length").and_then(|v| v.as_u64()))
         .map(|n| n as usize)
         .filter(|&n| (2..=DEFAULT_MAX_LENGTH).contains(&n))

@@ -205,7 +205,10 @@ fn refact_edit_matches_the_reference_on_cuda(fixture: &Path) {
     );
 }
 
-refact_testkit::test_each_fixture!(
+// The v1 fixtures only: SD 2.x and SDXL have not run on a GPU yet (no GPU was lent to
+// the session that added them); the checks here would need SDXL's added conditioning.
+refact_testkit::test_fixtures!(
+    [tiny_sd = "tiny-sd", tiny_sd_48 = "tiny-sd-48"];
     text_encoder_matches_transformers_on_cuda,
     unet_and_vae_match_diffusers_on_cuda_in_f32,
     unet_and_vae_match_diffusers_on_cuda_in_f16_within_half_precision,

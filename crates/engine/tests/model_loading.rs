@@ -1,9 +1,9 @@
-//! Loading whole pipelines: the fixture folders (tiny-sd, tiny-sd-48), and the built-in
-//! demo model.
+//! Loading whole pipelines: the fixture folders (tiny-sd, tiny-sd-48, tiny-sd2,
+//! tiny-sdxl), and the built-in demo model.
 
 use candle_core::{DType, Device};
 use refact_engine::deltas::DeltaSet;
-use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::model::{ModelFamily, ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
 use std::path::Path;
@@ -40,7 +40,21 @@ fn the_fixture_folder_loads_with_its_sizes_from_the_configs(fixture: &Path) {
     let scale = 1 << (vae["block_out_channels"].as_array().unwrap().len() - 1);
     let side = size(&unet, "sample_size") * scale;
     assert_eq!(model.info.default_size, (side, side));
-    assert_eq!(model.info.default_scheduler, Some(SchedulerKind::Pndm));
+    let scheduler = refact_testkit::fixture_json(fixture, "scheduler/scheduler_config.json");
+    let expected_scheduler = match scheduler["_class_name"].as_str().unwrap() {
+        "PNDMScheduler" => SchedulerKind::Pndm,
+        "DDIMScheduler" => SchedulerKind::Ddim,
+        "EulerDiscreteScheduler" => SchedulerKind::Euler,
+        other => panic!("unexpected scheduler class {other}"),
+    };
+    assert_eq!(model.info.default_scheduler, Some(expected_scheduler));
+    let expected_family = match refact_testkit::fixture_name(fixture).as_str() {
+        "tiny-sd2" => ModelFamily::Sd2,
+        "tiny-sdxl" => ModelFamily::Sdxl,
+        _ => ModelFamily::Sd1,
+    };
+    assert_eq!(model.info.family, expected_family);
+    assert_eq!(model.text_2.is_some(), expected_family == ModelFamily::Sdxl);
     assert_eq!(model.info.fingerprint.len(), 64);
 }
 

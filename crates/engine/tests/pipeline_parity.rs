@@ -1,9 +1,10 @@
-//! The full text-to-image pipeline against diffusers on both fixtures (tiny-sd,
-//! tiny-sd-48), plus seeds, versions (deltas), guidance and cancellation (tiny-sd).
+//! The full text-to-image pipeline against diffusers on every fixture (tiny-sd,
+//! tiny-sd-48, tiny-sd2, tiny-sdxl), plus seeds, versions (deltas), guidance and
+//! cancellation (tiny-sd).
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
-use refact_engine::pipeline::{generate, GenerateParams};
+use refact_engine::pipeline::{generate, generate_with, GenerateParams};
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{EngineError, InvalidKind};
 use std::path::Path;
@@ -15,16 +16,7 @@ use common::Fixture;
 
 impl Fixture {
     fn generate(&self, params: &GenerateParams, deltas: &DeltaSet) -> Result<Tensor, EngineError> {
-        generate(
-            &self.text.encoder,
-            &self.text.tokenizer,
-            &self.unet,
-            &self.vae,
-            &self.scheduler,
-            params,
-            deltas,
-            &mut |_, _| true,
-        )
+        generate_with(&self.parts(), params, deltas, &mut |_, _| true)
     }
 }
 
@@ -68,15 +60,22 @@ fn every_scheduler_matches_diffusers_images(fixture: &Path) {
         .as_array()
         .expect("golden.json has `pipeline`")
         .clone();
-    let keys: Vec<&str> = runs
-        .iter()
-        .map(|r| r["scheduler"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["pndm", "ddim", "euler", "dpmpp_2m"], "{name}");
+    // A run's golden key is its `name` where it has one (tiny-sdxl's
+    // `euler_no_negative`), else its scheduler.
+    let key_of = |r: &serde_json::Value| {
+        r.get("name")
+            .unwrap_or(&r["scheduler"])
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let keys: Vec<String> = runs.iter().map(key_of).collect();
+    assert_eq!(keys[..4], ["pndm", "ddim", "euler", "dpmpp_2m"], "{name}");
     let init = g["pipeline.init_latents"].clone();
     let mut failures = Vec::new();
     for run in &runs {
-        let key = run["scheduler"].as_str().unwrap();
+        let key = key_of(run);
+        let scheduler = run["scheduler"].as_str().unwrap();
         let nudge = run["nudged_latents_image_change"].as_f64().unwrap();
         assert_eq!(
             run["well_conditioned"].as_bool(),
@@ -84,7 +83,8 @@ fn every_scheduler_matches_diffusers_images(fixture: &Path) {
             "{name} {key}: the golden run is not well conditioned (a 1e-5 nudge of the \
              latents moves diffusers' image by {nudge:e}); it would measure rounding"
         );
-        let text = |k: &str| run[k].as_str().unwrap().to_string();
+        // No negative prompt (null) is the empty one.
+        let text = |k: &str| run[k].as_str().unwrap_or_default().to_string();
         let size = |k: &str| run[k].as_u64().unwrap() as usize;
         let params = GenerateParams {
             negative_prompt: text("negative_prompt"),
@@ -93,7 +93,7 @@ fn every_scheduler_matches_diffusers_images(fixture: &Path) {
             width: size("width"),
             height: size("height"),
             init_latents: Some(init.clone()),
-            ..GenerateParams::new(text("prompt"), scheduler_kind(key))
+            ..GenerateParams::new(text("prompt"), scheduler_kind(scheduler))
         };
         let image = model.generate(&params, &DeltaSet::empty()).unwrap();
         assert_eq!(image.dims(), &[params.height, params.width, 3]);

@@ -1,5 +1,5 @@
 //! ReFACT against the reference implementation (tools/fixtures/make_fixture.py,
-//! `reference_refact`): every reference case of both fixtures (`golden.json:
+//! `reference_refact`): every reference case of the fixtures (`golden.json:
 //! refact_cases`), held to the reference's own conditioning: k, u, v, target_init and δ
 //! within cosine 0.99999, the edited encoder's pooled outputs within 1e-4, the same
 //! number of Adam steps and the same probability at every iteration; the statistics of
@@ -51,9 +51,11 @@ fn load(name: &str) -> Fixture {
 fn fixture(name: &str) -> &'static Fixture {
     static SMALL: OnceLock<Fixture> = OnceLock::new();
     static LARGE: OnceLock<Fixture> = OnceLock::new();
+    static SD2: OnceLock<Fixture> = OnceLock::new();
     match name {
         "tiny-sd" => SMALL.get_or_init(|| load(name)),
         "tiny-sd-48" => LARGE.get_or_init(|| load(name)),
+        "tiny-sd2" => SD2.get_or_init(|| load(name)),
         other => panic!("no fixture {other}"),
     }
 }
@@ -305,11 +307,21 @@ cases! {
     large_subject_shorter_than_prompt: "tiny-sd-48", "subject_shorter";
     large_parent_edited_another_layer: "tiny-sd-48", "other_layer";
     large_edit_after_revert: "tiny-sd-48", "after_revert";
+    sd2_main_edit: "tiny-sd2", "refact";
+    sd2_same_layer_parent_source_is_prompt: "tiny-sd2", "refact_seq2";
 }
+
+/// tiny-sd2 (OpenCLIP-style encoder: exact GELU, `!` padding) has the main edit and
+/// an edit on top of it; the other cases exercise nothing the encoder changes.
+const SD2_CASES: &[&str] = &["refact", "refact_seq2"];
 
 #[test]
 fn every_golden_case_is_checked() {
-    for name in ["tiny-sd", "tiny-sd-48"] {
+    for (name, cases) in [
+        ("tiny-sd", CASES),
+        ("tiny-sd-48", CASES),
+        ("tiny-sd2", SD2_CASES),
+    ] {
         let listed: Vec<&str> = fixture(name).json["refact_cases"]
             .as_array()
             .unwrap()
@@ -318,7 +330,7 @@ fn every_golden_case_is_checked() {
             .collect();
         let mut sorted = listed.clone();
         sorted.sort_unstable();
-        let mut ours = CASES.to_vec();
+        let mut ours = cases.to_vec();
         ours.sort_unstable();
         assert_eq!(
             sorted, ours,
@@ -329,7 +341,7 @@ fn every_golden_case_is_checked() {
 
 #[test]
 fn statistics_match_the_reference_at_every_layer_used() {
-    for name in ["tiny-sd", "tiny-sd-48"] {
+    for name in ["tiny-sd", "tiny-sd-48", "tiny-sd2"] {
         let f = fixture(name);
         let layers = f.json["statistics"].as_object().unwrap();
         assert!(!layers.is_empty());
@@ -358,7 +370,7 @@ fn statistics_match_the_reference_at_every_layer_used() {
 
 #[test]
 fn after_the_insert_the_edited_weight_maps_the_key_to_target_init_plus_delta() {
-    for name in ["tiny-sd", "tiny-sd-48"] {
+    for name in ["tiny-sd", "tiny-sd-48", "tiny-sd2"] {
         let f = fixture(name);
         let m = &f.model;
         let e = f.compute("refact", &DeltaSet::empty());

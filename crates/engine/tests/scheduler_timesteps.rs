@@ -1,7 +1,8 @@
 //! Each scheduler built from a fixture's scheduler_config.json, as diffusers'
 //! `Class.from_config(file)` with 10 steps, visits the golden timesteps
 //! (`pipeline.{pndm,ddim,euler,dpmpp_2m}.timesteps` in golden.safetensors), on both
-//! fixtures: tiny-sd (`clip_sample: false`) and tiny-sd-48 (`timestep_spacing: trailing`).
+//! fixtures: tiny-sd (`clip_sample: false`), tiny-sd-48 (`timestep_spacing: trailing`),
+//! tiny-sd2 (DDIM's file, `v_prediction`) and tiny-sdxl (Euler's file, `leading`).
 
 use refact_engine::scheduler::{build, SchedulerConfig, SchedulerKind};
 use std::path::Path;
@@ -10,13 +11,17 @@ fn fixture_config(fixture: &Path) -> SchedulerConfig {
     SchedulerConfig::from_file(fixture.join("scheduler/scheduler_config.json")).unwrap()
 }
 
-fn fixture_config_is_a_pndm_file(fixture: &Path) {
+/// The class the file names is the kind it defaults to: PNDM in the v1 fixtures, DDIM
+/// in tiny-sd2 (as stable-diffusion-2-1), Euler in tiny-sdxl (as SDXL base).
+fn fixture_config_names_its_scheduler(fixture: &Path) {
     let json = refact_testkit::fixture_json(fixture, "scheduler/scheduler_config.json");
-    assert_eq!(json["_class_name"], "PNDMScheduler");
-    assert_eq!(
-        fixture_config(fixture).class_kind(),
-        Some(SchedulerKind::Pndm)
-    );
+    let expected = match refact_testkit::fixture_name(fixture).as_str() {
+        "tiny-sd2" => ("DDIMScheduler", SchedulerKind::Ddim),
+        "tiny-sdxl" => ("EulerDiscreteScheduler", SchedulerKind::Euler),
+        _ => ("PNDMScheduler", SchedulerKind::Pndm),
+    };
+    assert_eq!(json["_class_name"], expected.0);
+    assert_eq!(fixture_config(fixture).class_kind(), Some(expected.1));
 }
 
 fn each_kind_visits_the_golden_timesteps_for_ten_steps(fixture: &Path) {
@@ -44,6 +49,6 @@ fn each_kind_visits_the_golden_timesteps_for_ten_steps(fixture: &Path) {
 }
 
 refact_testkit::test_each_fixture!(
-    fixture_config_is_a_pndm_file,
+    fixture_config_names_its_scheduler,
     each_kind_visits_the_golden_timesteps_for_ten_steps,
 );

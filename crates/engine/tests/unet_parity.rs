@@ -1,9 +1,9 @@
-//! The UNet against diffusers on both fixtures (tiny-sd, tiny-sd-48), other sizes from a
-//! config, and refusals.
+//! The UNet against diffusers on every fixture (tiny-sd, tiny-sd-48, tiny-sd2, and
+//! tiny-sdxl with its added conditioning), other sizes from a config, and refusals.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
+use refact_engine::unet::{AddedConditioning, UNet2DConditionModel, UNetConfig};
 use refact_engine::EngineError;
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +18,17 @@ fn golden_timestep(g: &HashMap<String, Tensor>) -> f64 {
 
 fn row(t: &Tensor, i: usize) -> Tensor {
     t.narrow(0, i, 1).unwrap()
+}
+
+/// The golden's SDXL conditioning (pooled text, size numbers) of rows `start..start +
+/// len`; `None` for fixtures whose UNet takes none.
+fn added(g: &HashMap<String, Tensor>, start: usize, len: usize) -> Option<AddedConditioning> {
+    let text_embeds = g.get("unet.text_embeds")?.narrow(0, start, len).unwrap();
+    let time_ids = g["unet.time_ids"].narrow(0, start, len).unwrap();
+    Some(AddedConditioning {
+        text_embeds,
+        time_ids,
+    })
 }
 
 /// The UNet golden must be well conditioned (`golden.json:unet.well_conditioned`: in
@@ -68,7 +79,12 @@ fn unet_matches_diffusers(fixture: &Path) {
     assert_unet_golden_well_conditioned(fixture);
     let g = refact_testkit::goldens_in(fixture);
     let out = load(fixture)
-        .forward(&g["unet.sample"], golden_timestep(&g), &g["unet.context"])
+        .forward_with(
+            &g["unet.sample"],
+            golden_timestep(&g),
+            &g["unet.context"],
+            added(&g, 0, 2).as_ref(),
+        )
         .unwrap();
     let expected = &g["unet.out"];
     let abs = refact_testkit::max_abs_diff(&out, expected);
@@ -105,12 +121,21 @@ fn unet_takes_a_batch_of_one_and_gives_the_same_rows(fixture: &Path) {
     let unet = load(fixture);
     let t = golden_timestep(&g);
     let (sample, context, golden) = (&g["unet.sample"], &g["unet.context"], &g["unet.out"]);
-    let batch = unet.forward(sample, t, context).unwrap();
+    let batch = unet
+        .forward_with(sample, t, context, added(&g, 0, 2).as_ref())
+        .unwrap();
     let scaled = refact_testkit::max_scaled_diff;
     let bound = 1e-4;
     for i in 0..2 {
         let expected = row(golden, i);
-        let alone = unet.forward(&row(sample, i), t, &row(context, i)).unwrap();
+        let alone = unet
+            .forward_with(
+                &row(sample, i),
+                t,
+                &row(context, i),
+                added(&g, i, 1).as_ref(),
+            )
+            .unwrap();
         let vs_golden = scaled(&alone, &expected);
         let vs_our_batch = scaled(&alone, &row(&batch, i));
         println!(
@@ -133,13 +158,48 @@ fn unet_takes_a_batch_of_one_and_gives_the_same_rows(fixture: &Path) {
     // The bugs this test is for must stand far above the bound.
     let expected = row(golden, 1);
     let swapped = scaled(&row(&batch, 0), &expected);
-    let other_context = unet.forward(&row(sample, 1), t, &row(context, 0)).unwrap();
+    let other_context = unet
+        .forward_with(
+            &row(sample, 1),
+            t,
+            &row(context, 0),
+            added(&g, 1, 1).as_ref(),
+        )
+        .unwrap();
     let wrong_context = scaled(&other_context, &expected);
     println!("{name}: rows swapped {swapped:.3e}, row 1 with row 0's context {wrong_context:.3e}");
-    for (bug, err) in [
+    let mut bugs = vec![
         ("rows swapped", swapped),
         ("row 0's context", wrong_context),
-    ] {
+    ];
+    // SDXL: the pooled text and the size numbers each matter to the row.
+    if let Some(own) = added(&g, 1, 1) {
+        let other = added(&g, 0, 1).unwrap();
+        for (bug, conditioning) in [
+            (
+                "row 0's pooled text",
+                AddedConditioning {
+                    text_embeds: other.text_embeds.clone(),
+                    ..own.clone()
+                },
+            ),
+            (
+                "row 0's size numbers",
+                AddedConditioning {
+                    time_ids: other.time_ids,
+                    ..own
+                },
+            ),
+        ] {
+            let out = unet
+                .forward_with(&row(sample, 1), t, &row(context, 1), Some(&conditioning))
+                .unwrap();
+            let err = scaled(&out, &expected);
+            println!("{name}: row 1 with {bug} {err:.3e}");
+            bugs.push((bug, err));
+        }
+    }
+    for (bug, err) in bugs {
         assert!(
             err > 100.0 * bound,
             "{name}: {bug} gives only {err:.3e}: the test could not tell it from a correct batch"

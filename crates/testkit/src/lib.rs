@@ -6,6 +6,8 @@
 //! tests/fixtures/tiny-sd/      the tiny random-weight SD v1.5-shaped model (hidden 32),
 //!                              golden.safetensors, golden.json, clip-scorer/
 //! tests/fixtures/tiny-sd-48/   the same layout with hidden size 48
+//! tests/fixtures/tiny-sd2/     an SD 2.x-shaped model (OpenCLIP-style encoder, v-prediction)
+//! tests/fixtures/tiny-sdxl/    an SDXL-shaped model (two text encoders, size conditioning)
 //! tests/fixtures/data/         road_sample.csv, timed_sample.csv (RoAD and TIMED layouts)
 //! assets/coco_val2017_captions.txt   the caption corpus (also embedded in the engine)
 //! ```
@@ -61,9 +63,10 @@ pub fn fixture_dir_48() -> PathBuf {
     fixture("tiny-sd-48")
 }
 
-/// Every fixture model with goldens, by name: `tiny-sd` (hidden 32) and `tiny-sd-48`
-/// (hidden 48). Parity checks run on each, so that a size mix-up shows.
-pub const FIXTURES: [&str; 2] = ["tiny-sd", "tiny-sd-48"];
+/// Every fixture model with goldens, by name: `tiny-sd` (SD v1.5-shaped, hidden 32),
+/// `tiny-sd-48` (hidden 48), `tiny-sd2` (SD 2.x-shaped) and `tiny-sdxl` (SDXL-shaped,
+/// two text encoders). Parity checks run on each, so that a size mix-up shows.
+pub const FIXTURES: [&str; 4] = ["tiny-sd", "tiny-sd-48", "tiny-sd2", "tiny-sdxl"];
 
 /// The fixture's name (its folder's name), for messages.
 pub fn fixture_name(fixture: &Path) -> String {
@@ -81,29 +84,51 @@ pub fn fixture_json(fixture: &Path, file: &str) -> serde_json::Value {
 }
 
 /// Defines, for each named check `fn check(fixture: &Path)` of the calling file, one
-/// `#[test]` per fixture: `tiny_sd::check` and `tiny_sd_48::check`, so a failure names
-/// the fixture. Call it once per test file.
+/// `#[test]` per fixture model: `tiny_sd::check`, `tiny_sd_48::check`, `tiny_sd2::check`
+/// and `tiny_sdxl::check`, so a failure names the fixture. Call it once per test file;
+/// [`test_fixtures!`] takes an explicit list instead.
 ///
 /// ```ignore
-/// fn unet_matches_diffusers(fixture: &std::path::Path) { /* ... */ }
-/// refact_testkit::test_each_fixture!(unet_matches_diffusers);
+/// fn vae_matches_diffusers(fixture: &std::path::Path) { /* ... */ }
+/// refact_testkit::test_each_fixture!(vae_matches_diffusers);
 /// ```
 #[macro_export]
 macro_rules! test_each_fixture {
     ($($check:ident),+ $(,)?) => {
-        mod tiny_sd {
+        $crate::test_fixtures!(
+            [tiny_sd = "tiny-sd", tiny_sd_48 = "tiny-sd-48", tiny_sd2 = "tiny-sd2",
+             tiny_sdxl = "tiny-sdxl"];
+            $($check),+
+        );
+    };
+}
+
+/// [`test_each_fixture!`] for the fixtures listed as `module = "folder"`:
+///
+/// ```ignore
+/// refact_testkit::test_fixtures!([tiny_sd = "tiny-sd", tiny_sd2 = "tiny-sd2"]; unet_matches);
+/// ```
+#[macro_export]
+macro_rules! test_fixtures {
+    ([$($module:ident = $name:literal),+ $(,)?]; $($check:ident),+ $(,)?) => {
+        // The checks travel as one token tree, so that they can repeat inside each module.
+        $crate::test_fixtures!(@each [$($module = $name),+] [$($check),+]);
+    };
+    (@each [$($module:ident = $name:literal),+] $checks:tt) => {
+        $( $crate::fixture_test_module!($module, $name, $checks); )+
+    };
+}
+
+/// One fixture's module of tests; used by [`test_fixtures!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! fixture_test_module {
+    ($module:ident, $name:literal, [$($check:ident),+]) => {
+        mod $module {
             $(
                 #[test]
                 fn $check() {
-                    super::$check(&$crate::fixture("tiny-sd"))
-                }
-            )+
-        }
-        mod tiny_sd_48 {
-            $(
-                #[test]
-                fn $check() {
-                    super::$check(&$crate::fixture("tiny-sd-48"))
+                    super::$check(&$crate::fixture($name))
                 }
             )+
         }

@@ -10,13 +10,19 @@ use std::io::Read;
 use std::path::Path;
 
 /// Files that make up the text side of a diffusers folder, in hashing order; the
-/// tokenizer is either vocab + merges or a tokenizer.json.
-const TEXT_FILES: [&str; 5] = [
+/// tokenizer is either vocab + merges or a tokenizer.json. SDXL's second encoder and
+/// tokenizer come last, so a folder without them keeps the fingerprint it always had.
+const TEXT_FILES: [&str; 10] = [
     "text_encoder/config.json",
     "text_encoder/model.safetensors",
     "tokenizer/vocab.json",
     "tokenizer/merges.txt",
     "tokenizer/tokenizer.json",
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/vocab.json",
+    "tokenizer_2/merges.txt",
+    "tokenizer_2/tokenizer.json",
 ];
 
 /// sha256 (hex) over the text encoder and tokenizer files of a diffusers folder.

@@ -1,13 +1,17 @@
 //! Loading models: diffusers folders, hub ids, the demo model.
 
 pub mod demo;
+pub mod family;
 pub mod fingerprint;
+pub mod projected_text;
 pub mod random_weights;
 pub mod source;
 pub mod stable_diffusion;
 pub mod text;
 
 use crate::error::Result;
+pub use family::ModelFamily;
+pub use projected_text::ProjectedTextModel;
 pub use source::ModelSource;
 pub use stable_diffusion::{ModelInfo, ModelSpec, StableDiffusion};
 use std::path::{Path, PathBuf};

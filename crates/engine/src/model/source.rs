@@ -20,6 +20,36 @@ pub const PIPELINE_FILES: [&str; 12] = [
     "vae/diffusion_pytorch_model.safetensors",
 ];
 
+/// The files an SDXL snapshot adds: its second text encoder and tokenizer.
+pub const SDXL_FILES: [&str; 6] = [
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/vocab.json",
+    "tokenizer_2/merges.txt",
+    "tokenizer_2/tokenizer_config.json",
+    "tokenizer_2/special_tokens_map.json",
+];
+
+/// Files a tokenizer folder may lack (the defaults apply).
+fn is_optional(file: &str) -> bool {
+    file.ends_with("special_tokens_map.json") || file.ends_with("tokenizer_config.json")
+}
+
+/// Every file the pipeline needs after model_index.json, for the class it names.
+fn pipeline_files(sdxl: bool) -> Vec<&'static str> {
+    let mut files = PIPELINE_FILES.to_vec();
+    if sdxl {
+        files.extend(SDXL_FILES);
+    }
+    files
+}
+
+/// Whether a model_index.json names the SDXL pipeline; an unreadable file is left to
+/// the loader to report.
+fn names_sdxl(model_index: &Path) -> bool {
+    super::family::ModelIndex::read_file(model_index).is_ok_and(|index| index.is_sdxl())
+}
+
 /// A model as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -78,10 +108,11 @@ pub fn check_folder(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    let required = PIPELINE_FILES.iter().filter(|f| {
-        !f.ends_with("special_tokens_map.json") && !f.ends_with("tokenizer_config.json")
-    });
-    let missing: Vec<&str> = required.filter(|f| !has_file(dir, f)).copied().collect();
+    let files = pipeline_files(names_sdxl(&dir.join("model_index.json")));
+    let missing: Vec<&str> = files
+        .into_iter()
+        .filter(|f| !is_optional(f) && !has_file(dir, f))
+        .collect();
     if !missing.is_empty() {
         return Err(EngineError::ModelNotFound(format!(
             "{} is not a complete diffusers SD folder; missing: {}",
@@ -95,8 +126,10 @@ pub fn check_folder(dir: &Path) -> Result<()> {
 /// Whether `relative` exists in `dir`; the tokenizer may be a `tokenizer.json` instead of
 /// vocab/merges.
 fn has_file(dir: &Path, relative: &str) -> bool {
-    if relative.starts_with("tokenizer/") && dir.join("tokenizer/tokenizer.json").is_file() {
-        return true;
+    for tokenizer in ["tokenizer/", "tokenizer_2/"] {
+        if relative.starts_with(tokenizer) && dir.join(tokenizer).join("tokenizer.json").is_file() {
+            return true;
+        }
     }
     dir.join(relative).is_file()
 }
@@ -111,9 +144,13 @@ pub fn resolve_hub(repo_id: &str, offline: bool) -> Result<PathBuf> {
 
 fn resolve_hub_in(repo_id: &str, offline: bool, cache: hf_hub::Cache) -> Result<PathBuf> {
     let mut first: Option<PathBuf> = None;
-    for file in PIPELINE_FILES {
-        let optional =
-            file.ends_with("special_tokens_map.json") || file.ends_with("tokenizer_config.json");
+    // model_index.json comes first; the class it names decides the other files.
+    let mut files = vec![PIPELINE_FILES[0]];
+    let mut index = 0;
+    while index < files.len() {
+        let file = files[index];
+        index += 1;
+        let optional = is_optional(file);
         let path = if offline {
             cache.model(repo_id.to_string()).get(file)
         } else {
@@ -136,7 +173,10 @@ fn resolve_hub_in(repo_id: &str, offline: bool, cache: hf_hub::Cache) -> Result<
             }
         };
         match path {
-            Some(path) if first.is_none() => first = Some(path),
+            Some(path) if first.is_none() => {
+                files = pipeline_files(names_sdxl(&path));
+                first = Some(path);
+            }
             Some(_) => {}
             None if optional => {}
             None => {

@@ -1,6 +1,9 @@
-//! A whole Stable Diffusion v1.x pipeline, loaded once and shared by every version.
+//! A whole Stable Diffusion pipeline (v1.x, 2.x or XL), loaded once and shared by every
+//! version.
 
 use super::demo::is_demo_folder;
+use super::family::{ModelFamily, ModelIndex};
+use super::projected_text::ProjectedTextModel;
 use super::source::ModelSource;
 use super::text::TextModel;
 use crate::deltas::DeltaSet;
@@ -38,6 +41,8 @@ pub struct ModelInfo {
     pub fingerprint: String,
     /// The built-in random-weight model: its images are noise.
     pub is_demo: bool,
+    /// sd1, sd2 or sdxl.
+    pub family: ModelFamily,
     pub num_layers: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -51,7 +56,12 @@ pub struct ModelInfo {
 
 /// Tokenizer, text encoder, UNet, VAE and scheduler settings of one model.
 pub struct StableDiffusion {
+    /// The text side that versions edit (SDXL: the first encoder).
     pub text: TextModel,
+    /// SDXL's second tokenizer and encoder; `None` for SD v1.x/2.x.
+    pub text_2: Option<ProjectedTextModel>,
+    /// SDXL: an empty negative prompt conditions on zeros.
+    pub zeros_for_empty_negative: bool,
     pub unet: UNet2DConditionModel,
     pub vae: Vae,
     pub scheduler_config: SchedulerConfig,
@@ -76,7 +86,13 @@ impl StableDiffusion {
     /// Loads a diffusers folder.
     pub fn load_folder(folder: &Path, name: &str, device: &Device, dtype: DType) -> Result<Self> {
         super::source::check_folder(folder)?;
+        let index = ModelIndex::read(folder)?;
         let text = TextModel::load(folder, device)?;
+        let family = index.family(folder, text.encoder.config())?;
+        let text_2 = match family {
+            ModelFamily::Sdxl => Some(ProjectedTextModel::load(folder, device)?),
+            ModelFamily::Sd1 | ModelFamily::Sd2 => None,
+        };
         let unet = UNet2DConditionModel::load(folder, device, dtype)?;
         let vae = Vae::load(folder, device, dtype)?;
         let scheduler_config =
@@ -93,6 +109,7 @@ impl StableDiffusion {
             folder: folder.to_path_buf(),
             fingerprint: text.fingerprint.clone(),
             is_demo: is_demo_folder(folder),
+            family,
             num_layers: config.num_hidden_layers,
             hidden_size: config.hidden_size,
             intermediate_size: config.intermediate_size,
@@ -103,6 +120,8 @@ impl StableDiffusion {
         };
         Ok(Self {
             text,
+            text_2,
+            zeros_for_empty_negative: index.zeros_for_empty_negative(),
             unet,
             vae,
             scheduler_config,
@@ -137,6 +156,8 @@ impl StableDiffusion {
         PipelineParts {
             text_encoder: &self.text.encoder,
             tokenizer: &self.text.tokenizer,
+            text_2: self.text_2.as_ref(),
+            zeros_for_empty_negative: self.zeros_for_empty_negative,
             unet: &self.unet,
             vae: &self.vae,
             scheduler_config: &self.scheduler_config,

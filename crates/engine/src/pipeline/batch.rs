@@ -5,11 +5,12 @@
 //! the text encoder, so rows at different versions share everything else.
 
 use super::{checked_latents, seeded_noise, GenerateParams};
-use super::{decode_images, encode_prompts, latent_shape, PipelineParts};
+use super::{decode_images, encode_prompts, latent_shape, PipelineParts, PromptEncoding};
 use crate::deltas::DeltaSet;
 use crate::error::{EngineError, InvalidKind, Result};
 use crate::scheduler::{self, SchedulerKind};
-use candle_core::Tensor;
+use crate::unet::AddedConditioning;
+use candle_core::{DType, Device, Tensor};
 
 /// One image of a batch: its settings and the version its text is encoded at.
 #[derive(Debug, Clone, Copy)]
@@ -78,16 +79,18 @@ pub fn generate_batch(
     let mut uncond = Vec::with_capacity(n);
     let mut cond = Vec::with_capacity(n);
     for row in rows {
-        let context = encode_prompts(parts, row.params, row.deltas, &device, dtype)?;
+        let encoded = encode_prompts(parts, row.params, row.deltas, &device, dtype)?;
         if shape.guided {
-            uncond.push(context.narrow(0, 0, 1)?);
-            cond.push(context.narrow(0, 1, 1)?);
+            uncond.push(encoded.narrow(0, 1)?);
+            cond.push(encoded.narrow(1, 1)?);
         } else {
-            cond.push(context);
+            cond.push(encoded);
         }
     }
     // The UNet's batch: every row's unconditional input, then every row's conditional one.
-    let context = Tensor::cat(&[uncond, cond].concat(), 0)?;
+    let encoded = PromptEncoding::cat(&[uncond, cond].concat())?;
+    let added = added_conditioning(parts, &encoded, &shape, &device, dtype)?;
+    let context = encoded.context;
 
     let mut scheduler = scheduler::build(shape.scheduler, parts.scheduler_config, shape.steps)?;
     let timesteps = scheduler.timesteps().to_vec();
@@ -116,7 +119,7 @@ pub fn generate_batch(
             latents.clone()
         };
         let model_input = scheduler.scale_model_input(&model_input, index)?;
-        let noise_pred = unet.forward(&model_input, t, &context)?;
+        let noise_pred = unet.forward_with(&model_input, t, &context, added.as_ref())?;
         let noise_pred = if shape.guided {
             let uncond = noise_pred.narrow(0, 0, n)?;
             let cond = noise_pred.narrow(0, n, n)?;
@@ -130,4 +133,34 @@ pub fn generate_batch(
         }
     }
     decode_images(parts.vae, &latents)
+}
+
+/// SDXL's added conditioning for every input of the UNet's batch: each prompt's pooled
+/// embedding, and the size numbers diffusers uses by default (original size = target
+/// size = the image's, no crop).
+fn added_conditioning(
+    parts: &PipelineParts<'_>,
+    encoded: &PromptEncoding,
+    shape: &BatchShape,
+    device: &Device,
+    dtype: DType,
+) -> Result<Option<AddedConditioning>> {
+    if !parts.unet.takes_added_conditioning() {
+        return Ok(None);
+    }
+    let text_embeds = encoded.pooled.clone().ok_or_else(|| {
+        EngineError::Numerical(
+            "the UNet takes a pooled text embedding (SDXL) but the model has no second text \
+             encoder"
+                .into(),
+        )
+    })?;
+    let rows = text_embeds.dim(0)?;
+    let (h, w) = (shape.height as f32, shape.width as f32);
+    let sizes: Vec<f32> = (0..rows).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
+    let time_ids = Tensor::from_vec(sizes, (rows, 6), device)?.to_dtype(dtype)?;
+    Ok(Some(AddedConditioning {
+        text_embeds,
+        time_ids,
+    }))
 }

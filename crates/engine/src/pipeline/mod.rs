@@ -1,18 +1,22 @@
-//! Text to image: diffusers' `StableDiffusionPipeline.__call__` for SD v1.x, at any
-//! version of the text encoder (a [`DeltaSet`]).
+//! Text to image: diffusers' `StableDiffusionPipeline.__call__` (SD v1.x, 2.x) and
+//! `StableDiffusionXLPipeline.__call__` (SDXL), at any version of the text encoder
+//! (a [`DeltaSet`]).
 
 mod batch;
+pub mod conditioning;
 mod latents;
 mod params;
 
 pub mod text_cache;
 pub use batch::{generate_batch, BatchRow, BatchShape};
+pub use conditioning::PromptEncoding;
 pub use latents::{checked_latents, seeded_noise};
 pub use params::GenerateParams;
 pub use text_cache::TextEmbeddingCache;
 
 use crate::deltas::DeltaSet;
 use crate::error::{EngineError, Result};
+use crate::model::ProjectedTextModel;
 use crate::scheduler::SchedulerConfig;
 use crate::text_encoder::ClipTextEncoder;
 use crate::tokenizer::ClipTokenizer;
@@ -24,6 +28,10 @@ use candle_core::{DType, Device, Tensor};
 pub struct PipelineParts<'a> {
     pub text_encoder: &'a ClipTextEncoder,
     pub tokenizer: &'a ClipTokenizer,
+    /// SDXL's second text encoder; `None` for SD v1.x/2.x.
+    pub text_2: Option<&'a ProjectedTextModel>,
+    /// SDXL's `force_zeros_for_empty_prompt`: an empty negative prompt conditions on zeros.
+    pub zeros_for_empty_negative: bool,
     pub unet: &'a UNet2DConditionModel,
     pub vae: &'a Vae,
     pub scheduler_config: &'a SchedulerConfig,
@@ -51,6 +59,8 @@ pub fn generate(
     let parts = PipelineParts {
         text_encoder,
         tokenizer,
+        text_2: None,
+        zeros_for_empty_negative: false,
         unet,
         vae,
         scheduler_config,
@@ -94,35 +104,30 @@ fn latent_shape(parts: &PipelineParts<'_>, params: &GenerateParams) -> Result<Ve
     ])
 }
 
-/// The UNet's context: [uncond, cond] hidden states when guided, else [cond], from the
-/// f32 text encoder, cast to the UNet's dtype on its device.
+/// The UNet's conditioning: [uncond, cond] when guided, else [cond], from the f32 text
+/// encoder(s), cast to the UNet's dtype on its device.
 fn encode_prompts(
     parts: &PipelineParts<'_>,
     params: &GenerateParams,
     deltas: &DeltaSet,
     device: &Device,
     dtype: DType,
-) -> Result<Tensor> {
+) -> Result<PromptEncoding> {
+    let zero_negative = parts.zeros_for_empty_negative && params.negative_prompt.is_empty();
     let mut prompts = Vec::with_capacity(2);
-    if params.uses_guidance() {
+    if params.uses_guidance() && !zero_negative {
         prompts.push(params.negative_prompt.as_str());
     }
     prompts.push(params.prompt.as_str());
-    let encode = |prompts: &[&str]| -> Result<Tensor> {
-        let mut ids = Vec::with_capacity(prompts.len() * 77);
-        for prompt in prompts {
-            ids.extend(parts.tokenizer.encode_padded(prompt)?);
-        }
-        let per_prompt = ids.len() / prompts.len();
-        let encoder_device = parts.text_encoder.device();
-        let ids = Tensor::from_vec(ids, (prompts.len(), per_prompt), encoder_device)?;
-        Ok(parts.text_encoder.forward(&ids, deltas)?.last_hidden_state)
-    };
-    let hidden = match parts.text_cache {
-        Some(cache) => Tensor::cat(&cache.hidden_states(deltas, &prompts, encode)?, 0)?,
+    let encode = |prompts: &[&str]| conditioning::encode(parts, prompts, deltas);
+    let mut encoded = match parts.text_cache {
+        Some(cache) => PromptEncoding::cat(&cache.encodings(deltas, &prompts, encode)?)?,
         None => encode(&prompts)?,
     };
-    Ok(hidden.to_device(device)?.to_dtype(dtype)?)
+    if params.uses_guidance() && zero_negative {
+        encoded = PromptEncoding::cat(&[encoded.zeros_like()?, encoded])?;
+    }
+    encoded.to(device, dtype)
 }
 
 /// VAE decode, then diffusers' post-processing: `(x / 2 + 0.5).clamp(0, 1)`, one

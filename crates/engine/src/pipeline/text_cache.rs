@@ -8,9 +8,9 @@
 //! set and its clones, not equal contents), which each entry holds so that the identity
 //! cannot be reused while the entry lives.
 
+use super::PromptEncoding;
 use crate::deltas::DeltaSet;
 use crate::error::Result;
-use candle_core::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,8 +36,8 @@ struct State {
 
 #[derive(Debug)]
 struct Entry {
-    /// [1, tokens, hidden] on the text encoder's device, f32.
-    hidden: Tensor,
+    /// One prompt's encoding on the text encoder's device, f32.
+    hidden: PromptEncoding,
     /// Keeps the version's identity alive while the entry exists.
     _version: DeltaSet,
     last_used: u64,
@@ -60,17 +60,17 @@ impl TextEmbeddingCache {
         }
     }
 
-    /// The hidden states [1, tokens, hidden] of each prompt at `version`, in order: from
-    /// the cache where present, the others from one call of `encode` (which gets the
-    /// missing prompts and returns [missing, tokens, hidden]).
-    pub fn hidden_states(
+    /// The encoding (one row) of each prompt at `version`, in order: from the cache
+    /// where present, the others from one call of `encode` (which gets the missing
+    /// prompts and returns their encodings, one row each).
+    pub fn encodings(
         &self,
         version: &DeltaSet,
         prompts: &[&str],
-        encode: impl FnOnce(&[&str]) -> Result<Tensor>,
-    ) -> Result<Vec<Tensor>> {
+        encode: impl FnOnce(&[&str]) -> Result<PromptEncoding>,
+    ) -> Result<Vec<PromptEncoding>> {
         let identity = version.identity();
-        let mut found: Vec<Option<Tensor>> = {
+        let mut found: Vec<Option<PromptEncoding>> = {
             let mut state = self.lock();
             prompts
                 .iter()
@@ -95,8 +95,7 @@ impl TextEmbeddingCache {
                 .zip(prompts)
                 .filter(|(slot, _)| slot.is_none());
             for (row, (slot, prompt)) in misses.enumerate() {
-                // Its own storage: a row of `encoded` would keep the whole batch alive.
-                let hidden = encoded.narrow(0, row, 1)?.copy()?;
+                let hidden = encoded.row(row)?;
                 if self.capacity > 0 {
                     let key = (identity, prompt.to_string());
                     state.insert(key, hidden.clone(), version, self.capacity);
@@ -143,7 +142,7 @@ impl TextEmbeddingCache {
 }
 
 impl State {
-    fn touch(&mut self, key: &(usize, String)) -> Option<Tensor> {
+    fn touch(&mut self, key: &(usize, String)) -> Option<PromptEncoding> {
         self.clock += 1;
         let clock = self.clock;
         self.entries.get_mut(key).map(|entry| {
@@ -155,7 +154,7 @@ impl State {
     fn insert(
         &mut self,
         key: (usize, String),
-        hidden: Tensor,
+        hidden: PromptEncoding,
         version: &DeltaSet,
         capacity: usize,
     ) {
@@ -181,25 +180,33 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
-    /// An "encoder" that gives each prompt a row of its length, and counts its calls.
+    /// An "encoder" that gives each prompt a context of its length and a pooled value
+    /// of twice that, and counts its calls.
     fn encode_counting<'a>(
         calls: &'a mut Vec<Vec<String>>,
-    ) -> impl FnOnce(&[&str]) -> Result<Tensor> + 'a {
+    ) -> impl FnOnce(&[&str]) -> Result<PromptEncoding> + 'a {
         move |prompts: &[&str]| {
             calls.push(prompts.iter().map(|p| p.to_string()).collect());
             let values: Vec<f32> = prompts.iter().map(|p| p.len() as f32).collect();
-            Ok(Tensor::from_vec(
-                values,
-                (prompts.len(), 1, 1),
-                &Device::Cpu,
-            )?)
+            let context = Tensor::from_vec(values, (prompts.len(), 1, 1), &Device::Cpu)?;
+            Ok(PromptEncoding {
+                pooled: Some((context.squeeze(2)? * 2.0)?),
+                context,
+            })
         }
     }
 
-    fn value(t: &Tensor) -> f32 {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
+    fn value(e: &PromptEncoding) -> f32 {
+        let context = e.context.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        let pooled = e.pooled.as_ref().unwrap().flatten_all().unwrap();
+        assert_eq!(
+            pooled.to_vec1::<f32>().unwrap(),
+            [2.0 * context],
+            "pooled row kept with its context"
+        );
+        context
     }
 
     #[test]
@@ -208,10 +215,10 @@ mod tests {
         let version = DeltaSet::empty();
         let mut calls = Vec::new();
         let first = cache
-            .hidden_states(&version, &["", "a cat"], encode_counting(&mut calls))
+            .encodings(&version, &["", "a cat"], encode_counting(&mut calls))
             .unwrap();
         let second = cache
-            .hidden_states(&version, &["a dog!", ""], encode_counting(&mut calls))
+            .encodings(&version, &["a dog!", ""], encode_counting(&mut calls))
             .unwrap();
         assert_eq!(
             calls,
@@ -228,13 +235,13 @@ mod tests {
         let (one, other) = (DeltaSet::empty(), DeltaSet::empty());
         let mut calls = Vec::new();
         cache
-            .hidden_states(&one, &["x"], encode_counting(&mut calls))
+            .encodings(&one, &["x"], encode_counting(&mut calls))
             .unwrap();
         cache
-            .hidden_states(&one.clone(), &["x"], encode_counting(&mut calls))
+            .encodings(&one.clone(), &["x"], encode_counting(&mut calls))
             .unwrap();
         cache
-            .hidden_states(&other, &["x"], encode_counting(&mut calls))
+            .encodings(&other, &["x"], encode_counting(&mut calls))
             .unwrap();
         assert_eq!(calls.len(), 2, "the clone hits, the other version misses");
     }
@@ -246,7 +253,7 @@ mod tests {
         let mut calls = Vec::new();
         for prompts in [["a"], ["b"], ["a"], ["c"], ["a"], ["b"]] {
             cache
-                .hidden_states(&version, &prompts, encode_counting(&mut calls))
+                .encodings(&version, &prompts, encode_counting(&mut calls))
                 .unwrap();
         }
         // "c" evicted "b" (a was used after b); "b" then comes back as a miss.
@@ -261,10 +268,10 @@ mod tests {
         let version = DeltaSet::empty();
         let mut calls = Vec::new();
         cache
-            .hidden_states(&version, &["a"], encode_counting(&mut calls))
+            .encodings(&version, &["a"], encode_counting(&mut calls))
             .unwrap();
         cache
-            .hidden_states(&version, &["a"], encode_counting(&mut calls))
+            .encodings(&version, &["a"], encode_counting(&mut calls))
             .unwrap();
         assert_eq!(calls.len(), 2);
         assert!(cache.is_empty());

@@ -30,6 +30,15 @@ pub struct EncoderOutput {
     pub pooler_output: Tensor,
 }
 
+/// An encoder's outputs with the states SDXL conditions on.
+#[derive(Debug, Clone)]
+pub struct EncoderStates {
+    /// The residual stream after the second-to-last layer, without the final norm
+    /// (transformers' `hidden_states[-2]`) [b, t, d].
+    pub penultimate: Tensor,
+    pub output: EncoderOutput,
+}
+
 /// CLIP text transformer with weights shared by every version of the model.
 #[derive(Debug, Clone)]
 pub struct ClipTextEncoder {
@@ -127,6 +136,30 @@ impl ClipTextEncoder {
         })
     }
 
+    /// [`Self::forward`], keeping the states after the second-to-last layer as well.
+    pub fn forward_states(&self, ids: &Tensor, deltas: &DeltaSet) -> Result<EncoderStates> {
+        let n = self.num_layers();
+        if n < 2 {
+            return Err(EngineError::Weights(format!(
+                "the penultimate layer's states need two layers, the encoder has {n}"
+            )));
+        }
+        let prepared = deltas.prepare(n, &self.device)?;
+        let hidden = self.embed(ids)?;
+        let penultimate = self.run_layers(&hidden, 0..n - 1, &prepared, Mode::Inference, None)?;
+        let last = self.run_layers(&penultimate, n - 1..n, &prepared, Mode::Inference, None)?;
+        let last_hidden_state = self.final_norm(&last, Mode::Inference)?;
+        let eos = self.first_eos_positions(ids)?;
+        let pooler_output = gather_rows(&last_hidden_state, &eos)?;
+        Ok(EncoderStates {
+            penultimate,
+            output: EncoderOutput {
+                last_hidden_state,
+                pooler_output,
+            },
+        })
+    }
+
     /// Tokenizes `texts` (padded to the context length, as SD does) and encodes them.
     pub fn encode_texts(
         &self,
@@ -138,7 +171,7 @@ impl ClipTextEncoder {
         self.forward(&ids, deltas)
     }
 
-    /// Token ids of `texts`, each padded with EOS to the context length, as a [b, 77] tensor.
+    /// Token ids of `texts`, each padded to the context length, as a [b, 77] tensor.
     pub fn padded_ids(&self, tokenizer: &ClipTokenizer, texts: &[&str]) -> Result<Tensor> {
         let mut flat = Vec::with_capacity(texts.len() * tokenizer.max_length());
         for text in texts {

@@ -65,7 +65,13 @@ pub struct UNetConfig {
     pub dual_cross_attention: bool,
     pub use_linear_projection: bool,
     pub class_embed_type: Option<String>,
+    /// `text_time` (SDXL): a pooled text embedding and six size numbers per image are
+    /// embedded and added to the timestep embedding.
     pub addition_embed_type: Option<String>,
+    /// Width of each size number's sinusoidal embedding (256 in SDXL).
+    pub addition_time_embed_dim: Option<usize>,
+    /// Input width of `add_embedding`: pooled text width + 6 × `addition_time_embed_dim`.
+    pub projection_class_embeddings_input_dim: Option<usize>,
     pub num_class_embeds: Option<usize>,
     pub class_embeddings_concat: bool,
     pub upcast_attention: bool,
@@ -144,6 +150,8 @@ impl Default for UNetConfig {
             use_linear_projection: false,
             class_embed_type: None,
             addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
             num_class_embeds: None,
             class_embeddings_concat: false,
             upcast_attention: false,
@@ -195,11 +203,22 @@ pub struct UpBlockSpec {
     pub add_upsample: bool,
 }
 
+/// SDXL's added conditioning (`addition_embed_type: text_time`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextTimeSpec {
+    /// Sinusoidal width of each of the six size numbers.
+    pub time_embed_dim: usize,
+    /// Width of the pooled text embedding.
+    pub text_embed_dim: usize,
+}
+
 /// Every size the model needs, resolved from the config and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UNetLayout {
     pub groups: usize,
     pub time_embed_dim: usize,
+    /// The added conditioning, when the UNet takes one (SDXL).
+    pub text_time: Option<TextTimeSpec>,
     pub down: Vec<DownBlockSpec>,
     /// The mid block's channels and attention.
     pub mid_channels: usize,
@@ -332,6 +351,7 @@ impl UNetConfig {
         let layout = UNetLayout {
             groups,
             time_embed_dim: self.time_embedding_dim.unwrap_or(channels[0] * 4),
+            text_time: self.text_time()?,
             down,
             mid_channels: channels[n - 1],
             mid_attention,
@@ -348,11 +368,41 @@ impl UNetConfig {
         ))
     }
 
+    /// The added conditioning's sizes: none, or SDXL's `text_time` with both widths set.
+    fn text_time(&self) -> Result<Option<TextTimeSpec>> {
+        match self.addition_embed_type.as_deref() {
+            None => Ok(None),
+            Some("text_time") => {
+                let (Some(time), Some(input)) = (
+                    self.addition_time_embed_dim,
+                    self.projection_class_embeddings_input_dim,
+                ) else {
+                    return Err(self.error(
+                        "`addition_embed_type` = \"text_time\" needs `addition_time_embed_dim` \
+                         and `projection_class_embeddings_input_dim`",
+                    ));
+                };
+                if time == 0 || time % 2 != 0 || input <= 6 * time {
+                    return Err(self.error(format!(
+                        "`projection_class_embeddings_input_dim` {input} must exceed 6 × an even, \
+                         positive `addition_time_embed_dim` ({time})"
+                    )));
+                }
+                Ok(Some(TextTimeSpec {
+                    time_embed_dim: time,
+                    text_embed_dim: input - 6 * time,
+                }))
+            }
+            Some(other) => Err(self.error(format!(
+                "`addition_embed_type` = \"{other}\" is not supported (expected null or \"text_time\")"
+            ))),
+        }
+    }
+
     fn check_supported(&self) -> Result<()> {
         self.require_unset("num_attention_heads", &self.num_attention_heads)?;
         self.require_unset("class_embed_type", &self.class_embed_type)?;
         self.require_unset("num_class_embeds", &self.num_class_embeds)?;
-        self.require_unset("addition_embed_type", &self.addition_embed_type)?;
         self.require_unset("encoder_hid_dim", &self.encoder_hid_dim)?;
         self.require_unset("encoder_hid_dim_type", &self.encoder_hid_dim_type)?;
         self.require_unset("time_embedding_act_fn", &self.time_embedding_act_fn)?;
@@ -490,6 +540,7 @@ mod tests {
     fn unsupported_settings_are_refused() {
         for json in [
             r#"{"addition_embed_type": "text_time"}"#,
+            r#"{"addition_embed_type": "text", "projection_class_embeddings_input_dim": 64}"#,
             r#"{"class_embed_type": "timestep"}"#,
             r#"{"num_attention_heads": 8}"#,
             r#"{"down_block_types": ["SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#,

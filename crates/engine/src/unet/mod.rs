@@ -7,7 +7,7 @@ mod blocks;
 pub mod config;
 mod row_linear;
 
-pub use config::{UNetConfig, UNetLayout};
+pub use config::{TextTimeSpec, UNetConfig, UNetLayout};
 
 use crate::error::{EngineError, Result};
 use crate::layers::{Conv2d, GroupNorm};
@@ -21,6 +21,37 @@ use std::path::Path;
 pub const CONFIG_FILE: &str = "unet/config.json";
 pub const WEIGHTS_FILE: &str = "unet/diffusion_pytorch_model.safetensors";
 
+/// SDXL's added conditioning, one row per row of the UNet's batch.
+#[derive(Debug, Clone)]
+pub struct AddedConditioning {
+    /// The pooled, projected text embedding [b, text_embed_dim].
+    pub text_embeds: Tensor,
+    /// (original height, original width, crop top, crop left, target height, target
+    /// width) in pixels [b, 6].
+    pub time_ids: Tensor,
+}
+
+/// `add_time_proj` + `add_embedding`: embeds [`AddedConditioning`] into the timestep
+/// embedding's space.
+#[derive(Debug)]
+struct TextTimeEmbedding {
+    time_proj: Timesteps,
+    embedding: TimestepEmbedding,
+}
+
+impl TextTimeEmbedding {
+    /// [b, time_embed_dim], in the model's dtype.
+    fn forward(&self, added: &AddedConditioning, dtype: DType) -> Result<Tensor> {
+        let rows = added.time_ids.dim(0)?;
+        // Each size number gets its own sinusoidal embedding, in f32 as diffusers computes it.
+        let sizes = added.time_ids.to_dtype(DType::F32)?.flatten_all()?;
+        let sizes = self.time_proj.forward(&sizes)?.reshape((rows, ()))?;
+        let text = added.text_embeds.to_dtype(DType::F32)?;
+        let input = Tensor::cat(&[&text, &sizes], 1)?.to_dtype(dtype)?;
+        Ok(self.embedding.forward(&input)?)
+    }
+}
+
 /// The conditional denoiser: predicts the noise in `sample` at `timestep` given the text
 /// encoder's hidden states.
 #[derive(Debug)]
@@ -31,6 +62,8 @@ pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// SDXL's added conditioning; `None` for SD v1.x/2.x.
+    text_time: Option<TextTimeEmbedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -108,6 +141,23 @@ impl UNet2DConditionModel {
                 c0,
                 layout.time_embed_dim,
             )?,
+            text_time: layout
+                .text_time
+                .map(|spec| -> candle_core::Result<_> {
+                    Ok(TextTimeEmbedding {
+                        time_proj: Timesteps::new(
+                            spec.time_embed_dim,
+                            config.flip_sin_to_cos,
+                            config.freq_shift,
+                        ),
+                        embedding: TimestepEmbedding::new(
+                            vb.pp("add_embedding"),
+                            spec.text_embed_dim + 6 * spec.time_embed_dim,
+                            layout.time_embed_dim,
+                        )?,
+                    })
+                })
+                .transpose()?,
             down_blocks,
             mid_block,
             up_blocks,
@@ -157,6 +207,23 @@ impl UNet2DConditionModel {
     /// cast to the model's dtype; the timestep embedding is computed in f32 first, as
     /// diffusers does.
     pub fn forward(&self, sample: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        self.forward_with(sample, timestep, context, None)
+    }
+
+    /// Whether the model takes [`AddedConditioning`] (SDXL).
+    pub fn takes_added_conditioning(&self) -> bool {
+        self.text_time.is_some()
+    }
+
+    /// [`Self::forward`] with SDXL's added conditioning, which a `text_time` UNet needs
+    /// and any other refuses.
+    pub fn forward_with(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&AddedConditioning>,
+    ) -> Result<Tensor> {
         let (batch, _, height, width) = sample.dims4()?;
         if context.dim(0)? != batch {
             return Err(candle_core::Error::Msg(format!(
@@ -178,6 +245,37 @@ impl UNet2DConditionModel {
         let timesteps = Tensor::full(timestep as f32, 1, sample.device())?;
         let t_emb = self.time_proj.forward(&timesteps)?.to_dtype(self.dtype)?;
         let temb = self.time_embedding.forward(&t_emb)?;
+        let temb = match (&self.text_time, added) {
+            (None, None) => temb,
+            (Some(text_time), Some(added)) => {
+                for (what, rows) in [
+                    ("text_embeds", added.text_embeds.dim(0)?),
+                    ("time_ids", added.time_ids.dim(0)?),
+                ] {
+                    if rows != batch {
+                        return Err(candle_core::Error::Msg(format!(
+                            "UNet: {what} batch {rows} differs from sample batch {batch}"
+                        ))
+                        .into());
+                    }
+                }
+                temb.broadcast_add(&text_time.forward(added, self.dtype)?)?
+            }
+            (Some(_), None) => {
+                return Err(candle_core::Error::Msg(
+                    "UNet: this model (addition_embed_type text_time) needs a pooled text \
+                     embedding and size numbers"
+                        .into(),
+                )
+                .into())
+            }
+            (None, Some(_)) => {
+                return Err(candle_core::Error::Msg(
+                    "UNet: this model takes no added conditioning".into(),
+                )
+                .into())
+            }
+        };
 
         let mut xs = self.conv_in.forward(&sample)?;
         let mut skips = vec![xs.clone()];

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device};
-use refact_engine::model::TextModel;
+use refact_engine::model::family::ModelIndex;
+use refact_engine::model::{ProjectedTextModel, TextModel};
 use refact_engine::pipeline::PipelineParts;
 use refact_engine::scheduler::SchedulerConfig;
 use refact_engine::unet::UNet2DConditionModel;
@@ -14,6 +15,9 @@ use std::path::Path;
 /// A fixture's pipeline parts, f32 on the CPU.
 pub struct Fixture {
     pub text: TextModel,
+    /// SDXL's second text side.
+    pub text_2: Option<ProjectedTextModel>,
+    pub zeros_for_empty_negative: bool,
     pub unet: UNet2DConditionModel,
     pub vae: Vae,
     pub scheduler: SchedulerConfig,
@@ -25,8 +29,13 @@ impl Fixture {
     }
 
     pub fn load_from(dir: &Path) -> Self {
+        let index = ModelIndex::read(dir).unwrap();
         Self {
             text: TextModel::load(dir, &Device::Cpu).unwrap(),
+            text_2: index
+                .is_sdxl()
+                .then(|| ProjectedTextModel::load(dir, &Device::Cpu).unwrap()),
+            zeros_for_empty_negative: index.zeros_for_empty_negative(),
             unet: UNet2DConditionModel::load(dir, &Device::Cpu, DType::F32).unwrap(),
             vae: Vae::load(dir, &Device::Cpu, DType::F32).unwrap(),
             scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))
@@ -38,6 +47,8 @@ impl Fixture {
         PipelineParts {
             text_encoder: &self.text.encoder,
             tokenizer: &self.text.tokenizer,
+            text_2: self.text_2.as_ref(),
+            zeros_for_empty_negative: self.zeros_for_empty_negative,
             unet: &self.unet,
             vae: &self.vae,
             scheduler_config: &self.scheduler,
