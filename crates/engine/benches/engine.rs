@@ -14,7 +14,7 @@
 //! touched, which hides most of the memory and flatters the time.
 
 use candle_core::{DType, Device, Tensor};
-use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::random_weights::RandomWeights;
 use refact_engine::model::stable_diffusion::StableDiffusion;
@@ -189,7 +189,7 @@ fn random_edits(edits: usize, config: &ClipTextConfig, device: &Device) -> Delta
         })
         .collect();
     let set = DeltaSet::new(deltas);
-    set.prepare(config.num_hidden_layers, device)
+    set.prepare_for(TextEncoderId::Text, config.num_hidden_layers, device)
         .expect("prepare the version");
     set
 }

@@ -1,7 +1,8 @@
-//! A delta as a file: safetensors with tensors `u` and `v` (f32) and metadata `layer`.
+//! A delta as a file: safetensors with tensors `u` and `v` (f32) and metadata `layer`
+//! and `encoder` (`text` when absent, as in files written before SDXL).
 //! This is what `refact edit --out` writes and `--deltas` reads.
 
-use crate::deltas::Delta;
+use crate::deltas::{Delta, TextEncoderId};
 use crate::error::{EngineError, InvalidKind, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ pub fn save_delta(path: &Path, delta: &Delta, extra: &[(&str, String)]) -> Resul
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     metadata.insert("layer".into(), delta.layer.to_string());
+    metadata.insert("encoder".into(), delta.encoder.as_str().into());
     metadata.insert("format".into(), "refact-delta/1".into());
     let views = [
         (
@@ -51,6 +53,11 @@ pub fn load_delta(path: &Path) -> Result<Delta> {
         .and_then(|m| m.get("layer"))
         .and_then(|l| l.parse::<usize>().ok())
         .ok_or_else(|| bad("no `layer` in the metadata".into()))?;
+    let encoder = match header.metadata().as_ref().and_then(|m| m.get("encoder")) {
+        None => TextEncoderId::Text,
+        Some(name) => TextEncoderId::parse(name)
+            .ok_or_else(|| bad(format!("unknown `encoder` {name:?} (text or text_2)")))?,
+    };
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let read = |name: &str| -> Result<Vec<f32>> {
         let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
@@ -64,6 +71,7 @@ pub fn load_delta(path: &Path) -> Result<Delta> {
             .collect())
     };
     Ok(Delta {
+        encoder,
         layer,
         rank: 1,
         u: read("u")?,
@@ -80,6 +88,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.safetensors");
         let delta = Delta {
+            encoder: TextEncoderId::Text2,
             layer: 9,
             rank: 1,
             u: vec![0.25, -1.5, 3.0e-7],

@@ -13,17 +13,65 @@
 //! than a dense one (r·(inner + hidden) ≥ inner·hidden, rank 615 for SD v1.x) into one
 //! dense `ΔWᵀ` [inner × hidden]. Either way the prepared form is built from the list,
 //! so removing a delta (a revert) rebuilds it exactly.
+//!
+//! SDXL has two text encoders; each delta names the one it edits ([`TextEncoderId`]),
+//! and each encoder prepares and applies only its own.
 
 use crate::error::{EngineError, InvalidKind, Result};
 use crate::text_encoder::frozen_matmul::FrozenRhs;
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
+
+/// Which text encoder of a pipeline: `text` (SD v1.x/2.x's only one, SDXL's CLIP ViT-L)
+/// or `text_2` (SDXL's OpenCLIP bigG). The names are the diffusers folders'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TextEncoderId {
+    #[default]
+    #[serde(rename = "text")]
+    Text,
+    #[serde(rename = "text_2")]
+    Text2,
+}
+
+impl TextEncoderId {
+    /// Both, in pipeline order.
+    pub const ALL: [TextEncoderId; 2] = [TextEncoderId::Text, TextEncoderId::Text2];
+
+    /// `text` or `text_2`, as stored and as the API names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextEncoderId::Text => "text",
+            TextEncoderId::Text2 => "text_2",
+        }
+    }
+
+    /// The id a stored name means, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|id| id.as_str() == name)
+    }
+
+    fn index(self) -> usize {
+        match self {
+            TextEncoderId::Text => 0,
+            TextEncoderId::Text2 => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for TextEncoderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One edit of `fc2.weight` at `layer`: `W += Vᵀ U` = `Σ_j v_j u_jᵀ`, with `u_j` of the
 /// MLP's inner size (fc2's input) and `v_j` of the hidden size (fc2's output), stored
 /// row after row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {
+    /// The text encoder it edits.
+    pub encoder: TextEncoderId,
     pub layer: usize,
     /// Number of (u, v) pairs; at least 1.
     pub rank: usize,
@@ -37,6 +85,7 @@ impl Delta {
     /// The rank-one delta `W += v uᵀ` of a single edit.
     pub fn rank_one(layer: usize, u: Vec<f32>, v: Vec<f32>) -> Self {
         Self {
+            encoder: TextEncoderId::Text,
             layer,
             rank: 1,
             u,
@@ -90,7 +139,8 @@ impl Delta {
 #[derive(Debug, Clone, Default)]
 pub struct DeltaSet {
     deltas: Vec<Arc<Delta>>,
-    prepared: Arc<OnceLock<PreparedDeltas>>,
+    /// Per text encoder ([`TextEncoderId::index`]).
+    prepared: Arc<[OnceLock<PreparedDeltas>; 2]>,
 }
 
 impl DeltaSet {
@@ -137,19 +187,30 @@ impl DeltaSet {
         self.deltas.is_empty()
     }
 
-    /// Stacks the deltas per layer into tensors on `device`, ready for the encoder. The
-    /// first result is kept (and shared by clones); a later call for another encoder
-    /// shape or device builds a fresh one.
-    pub fn prepare(&self, num_layers: usize, device: &Device) -> Result<PreparedDeltas> {
-        if let Some(prepared) = self.prepared.get() {
+    /// Stacks the deltas of `encoder` per layer into tensors on `device`, ready for that
+    /// encoder. The first result is kept (and shared by clones); a later call for
+    /// another encoder shape or device builds a fresh one.
+    pub fn prepare_for(
+        &self,
+        encoder: TextEncoderId,
+        num_layers: usize,
+        device: &Device,
+    ) -> Result<PreparedDeltas> {
+        let slot = &self.prepared[encoder.index()];
+        if let Some(prepared) = slot.get() {
             if prepared.fits(num_layers, device) {
                 return Ok(prepared.clone());
             }
-            return self.stack(num_layers, device);
+            return self.stack(encoder, num_layers, device);
         }
-        let prepared = self.stack(num_layers, device)?;
-        let _ = self.prepared.set(prepared.clone());
+        let prepared = self.stack(encoder, num_layers, device)?;
+        let _ = slot.set(prepared.clone());
         Ok(prepared)
+    }
+
+    /// Whether any delta edits `encoder`.
+    pub fn edits(&self, encoder: TextEncoderId) -> bool {
+        self.deltas.iter().any(|d| d.encoder == encoder)
     }
 
     /// Identifies this set and its clones (not sets of equal contents): the address of
@@ -158,13 +219,23 @@ impl DeltaSet {
         Arc::as_ptr(&self.prepared) as usize
     }
 
-    /// True once [`DeltaSet::prepare`] has built the tensors.
+    /// True once [`DeltaSet::prepare_for`] has built the first encoder's tensors.
     pub fn is_prepared(&self) -> bool {
-        self.prepared.get().is_some()
+        self.prepared[TextEncoderId::Text.index()].get().is_some()
     }
 
-    fn stack(&self, num_layers: usize, device: &Device) -> Result<PreparedDeltas> {
-        if let Some(delta) = self.deltas.iter().find(|d| d.layer >= num_layers) {
+    fn stack(
+        &self,
+        encoder: TextEncoderId,
+        num_layers: usize,
+        device: &Device,
+    ) -> Result<PreparedDeltas> {
+        let own: Vec<&Arc<Delta>> = self
+            .deltas
+            .iter()
+            .filter(|d| d.encoder == encoder)
+            .collect();
+        if let Some(delta) = own.iter().find(|d| d.layer >= num_layers) {
             return Err(EngineError::invalid(
                 InvalidKind::LayerOutOfRange,
                 "layer",
@@ -177,7 +248,7 @@ impl DeltaSet {
         let mut layers: Vec<Option<LowRankTerms>> = vec![None; num_layers];
         for (layer, slot) in layers.iter_mut().enumerate() {
             let at_layer: Vec<&Arc<Delta>> =
-                self.deltas.iter().filter(|d| d.layer == layer).collect();
+                own.iter().copied().filter(|d| d.layer == layer).collect();
             let Some(first) = at_layer.first() else {
                 continue;
             };
@@ -288,11 +359,17 @@ mod tests {
 
     fn delta(layer: usize, seed: f32) -> Arc<Delta> {
         Arc::new(Delta {
+            encoder: TextEncoderId::Text,
             layer,
             rank: 1,
             u: (0..6).map(|i| seed + i as f32).collect(),
             v: (0..4).map(|i| seed - i as f32).collect(),
         })
+    }
+
+    /// The first encoder's prepared form (every delta here edits it).
+    fn prepare(set: &DeltaSet, num_layers: usize) -> Result<PreparedDeltas> {
+        set.prepare_for(TextEncoderId::Text, num_layers, &Device::Cpu)
     }
 
     fn applied(prepared: &PreparedDeltas, layer: usize) -> Vec<f32> {
@@ -309,21 +386,18 @@ mod tests {
         let version = DeltaSet::new(vec![delta(1, 0.5), delta(1, -2.0)]);
         let per_request = version.clone();
         assert!(!version.is_prepared());
-        let first = per_request.prepare(3, &Device::Cpu).unwrap();
+        let first = prepare(&per_request, 3).unwrap();
         assert!(
             version.is_prepared(),
             "the clone's preparation is the version's"
         );
-        let again = version.prepare(3, &Device::Cpu).unwrap();
+        let again = prepare(&version, 3).unwrap();
         assert_eq!(applied(&first, 1), applied(&again, 1));
         // The cached form equals a fresh stack of the same deltas.
         let fresh = DeltaSet::new(version.iter().cloned().collect());
-        assert_eq!(
-            applied(&fresh.prepare(3, &Device::Cpu).unwrap(), 1),
-            applied(&first, 1)
-        );
+        assert_eq!(applied(&prepare(&fresh, 3).unwrap(), 1), applied(&first, 1));
         // Another encoder depth gets its own tensors (and the layer check).
-        assert!(version.prepare(1, &Device::Cpu).is_err());
+        assert!(prepare(&version, 1).is_err());
     }
 
     #[test]
@@ -332,13 +406,13 @@ mod tests {
         assert_eq!(dense_from_rank(6, 4), 3);
         let two = DeltaSet::new(vec![delta(1, 0.5), delta(1, -2.0)]);
         let three = two.with(delta(1, 1.25));
-        let factored = two.prepare(2, &Device::Cpu).unwrap();
-        let dense = three.prepare(2, &Device::Cpu).unwrap();
+        let factored = prepare(&two, 2).unwrap();
+        let dense = prepare(&three, 2).unwrap();
         assert!(!factored.at(1).unwrap().is_dense());
         assert!(dense.at(1).unwrap().is_dense());
         // x·ΔWᵀ of three deltas = that of the first two plus the third's x·u v.
         let third = DeltaSet::new(vec![three.iter().last().unwrap().clone()]);
-        let third = third.prepare(2, &Device::Cpu).unwrap();
+        let third = prepare(&third, 2).unwrap();
         let expected: Vec<f32> = applied(&factored, 1)
             .iter()
             .zip(applied(&third, 1))
@@ -352,7 +426,7 @@ mod tests {
         }
         // A revert back under the threshold is factored again, and exact.
         let reverted = three.without(three.iter().last().unwrap());
-        let reverted = reverted.prepare(2, &Device::Cpu).unwrap();
+        let reverted = prepare(&reverted, 2).unwrap();
         assert!(!reverted.at(1).unwrap().is_dense());
         assert_eq!(applied(&reverted, 1), applied(&factored, 1));
     }
@@ -360,15 +434,15 @@ mod tests {
     #[test]
     fn a_child_version_prepares_its_own_terms() {
         let parent = DeltaSet::new(vec![delta(0, 1.0)]);
-        parent.prepare(2, &Device::Cpu).unwrap();
+        prepare(&parent, 2).unwrap();
         let child = parent.with(delta(0, 3.0));
         assert!(!child.is_prepared());
-        let both = applied(&child.prepare(2, &Device::Cpu).unwrap(), 0);
-        assert_ne!(both, applied(&parent.prepare(2, &Device::Cpu).unwrap(), 0));
+        let both = applied(&prepare(&child, 2).unwrap(), 0);
+        assert_ne!(both, applied(&prepare(&parent, 2).unwrap(), 0));
         let reverted = child.without(child.iter().last().unwrap());
         assert_eq!(
-            applied(&reverted.prepare(2, &Device::Cpu).unwrap(), 0),
-            applied(&parent.prepare(2, &Device::Cpu).unwrap(), 0)
+            applied(&prepare(&reverted, 2).unwrap(), 0),
+            applied(&prepare(&parent, 2).unwrap(), 0)
         );
     }
 }

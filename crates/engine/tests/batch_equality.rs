@@ -31,6 +31,7 @@ impl Fixture {
                 .unwrap()
         };
         DeltaSet::new(vec![Arc::new(Delta {
+            encoder: refact_engine::deltas::TextEncoderId::Text,
             layer,
             rank: 1,
             u: noise(config.intermediate_size, 0),

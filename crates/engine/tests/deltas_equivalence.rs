@@ -2,7 +2,7 @@
 //! one must restore the earlier outputs exactly.
 
 use candle_core::{Device, Tensor};
-use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::text_encoder::ClipTextEncoder;
 use refact_engine::tokenizer::ClipTokenizer;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ fn delta(layer: usize, inner: usize, hidden: usize, seed: u32) -> Delta {
             .collect()
     };
     Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer,
         rank: 1,
         u: wave(inner, seed),
@@ -110,6 +111,7 @@ fn a_delta_with_wrong_sizes_or_layer_is_refused() {
     let (_, encoder) = load();
     let cfg = encoder.config().clone();
     let wrong = Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer: 7,
         rank: 1,
         u: vec![0.1; 3],
@@ -125,6 +127,6 @@ fn a_delta_with_wrong_sizes_or_layer_is_refused() {
     let beyond = delta(12, cfg.intermediate_size, cfg.hidden_size, 1);
     assert!(DeltaSet::empty()
         .with(Arc::new(beyond))
-        .prepare(12, &Device::Cpu)
+        .prepare_for(TextEncoderId::Text, 12, &Device::Cpu)
         .is_err());
 }

@@ -134,6 +134,7 @@ fn a_delta_changes_the_image_and_removing_it_restores_the_base() {
     let u = Tensor::randn(0f32, 1.0, config.intermediate_size, &Device::Cpu).unwrap();
     let v = Tensor::randn(0f32, 1.0, config.hidden_size, &Device::Cpu).unwrap();
     let delta = Arc::new(Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer: 7,
         rank: 1,
         u: u.to_vec1().unwrap(),

@@ -1,13 +1,15 @@
 //! SDXL's text side against transformers and diffusers on tiny-sdxl: both encoders'
 //! penultimate states, the second encoder's final states and projected pooled
 //! embedding, and the pipeline's conditioning (`StableDiffusionXLPipeline.encode_prompt`:
-//! the two penultimate states concatenated, and the pooled embedding). 1e-4 scaled, the
-//! encoders' tolerance (tests/fixtures/README.md).
+//! the two penultimate states concatenated, and the pooled embedding), also at a version
+//! that edits both encoders. 1e-4 scaled, the encoders' tolerance
+//! (tests/fixtures/README.md).
 
 use candle_core::{DType, Tensor};
-use refact_engine::deltas::DeltaSet;
+use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::pipeline::conditioning;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 mod common;
 
@@ -67,12 +69,12 @@ fn both_encoders_match_transformers() {
         &states.output.last_hidden_state,
         &g["text_2.last_hidden_state"],
     );
-    let text_embeds = second.project(&states.output.pooler_output).unwrap();
+    let text_embeds = second
+        .encoder
+        .project(&states.output.pooler_output)
+        .unwrap()
+        .expect("text_encoder_2 has a projection");
     assert_close("text_2.text_embeds", &text_embeds, &g["text_2.text_embeds"]);
-    assert_eq!(
-        second.projection_dim(),
-        g["text_2.text_embeds"].dim(1).unwrap()
-    );
 }
 
 #[test]
@@ -93,4 +95,63 @@ fn the_conditioning_matches_the_pipelines_encode_prompt() {
         &pooled,
         &g["conditioning.pooled_prompt_embeds"],
     );
+}
+
+/// A version with an edit on each encoder (the reference's `text.refact` and
+/// `text_2.refact` deltas in one [`DeltaSet`]): each encoder applies its own, and the
+/// conditioning matches diffusers' with both edits written into the weights.
+#[test]
+fn a_version_editing_both_encoders_conditions_as_diffusers() {
+    let (model, g, _) = fixture();
+    let json = refact_testkit::golden_json_in(&refact_testkit::fixture("tiny-sdxl"));
+    let vector = |key: &str| -> Vec<f32> { g[key].to_vec1().unwrap() };
+    let version =
+        ["text.refact", "text_2.refact"]
+            .into_iter()
+            .fold(DeltaSet::empty(), |set, case| {
+                set.with(Arc::new(Delta {
+                    encoder: TextEncoderId::parse(json[case]["encoder"].as_str().unwrap()).unwrap(),
+                    layer: json[case]["hparams"]["layer"].as_u64().unwrap() as usize,
+                    rank: 1,
+                    u: vector(&format!("{case}.u")),
+                    v: vector(&format!("{case}.v")),
+                }))
+            });
+    let prompts: Vec<&str> = json["edited_conditioning"]["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let edited = conditioning::encode(&model.parts(), &prompts, &version).unwrap();
+    assert_close(
+        "edited.conditioning.prompt_embeds",
+        &edited.context,
+        &g["edited.conditioning.prompt_embeds"],
+    );
+    assert_close(
+        "edited.conditioning.pooled_prompt_embeds",
+        edited.pooled.as_ref().unwrap(),
+        &g["edited.conditioning.pooled_prompt_embeds"],
+    );
+    // Both halves of the context moved: each encoder applied its own edit.
+    let base = conditioning::encode(&model.parts(), &prompts, &DeltaSet::empty()).unwrap();
+    let first_width = model.text.encoder.config().hidden_size;
+    for (start, len, what) in [
+        (0, first_width, "text"),
+        (
+            first_width,
+            edited.context.dim(2).unwrap() - first_width,
+            "text_2",
+        ),
+    ] {
+        let moved = refact_testkit::max_abs_diff(
+            &edited.context.narrow(2, start, len).unwrap(),
+            &base.context.narrow(2, start, len).unwrap(),
+        );
+        assert!(
+            moved > 0.1,
+            "the {what} edit moved its half of the context by {moved}"
+        );
+    }
 }

@@ -24,6 +24,7 @@ fn cached_prompts_are_not_reencoded_and_give_the_same_image() {
     let base = DeltaSet::empty();
     let config = model.text.encoder.config();
     let edited = DeltaSet::new(vec![Arc::new(Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer: 1,
         rank: 1,
         u: vec![0.05; config.intermediate_size],

@@ -61,6 +61,7 @@ fn edited_prompts_are_compared_with_unedited_references() {
             .unwrap()
     };
     let delta = Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer: 7,
         rank: 1,
         u: vec("refact.u"),

@@ -3,7 +3,6 @@
 pub mod demo;
 pub mod family;
 pub mod fingerprint;
-pub mod projected_text;
 pub mod random_weights;
 pub mod source;
 pub mod stable_diffusion;
@@ -11,7 +10,6 @@ pub mod text;
 
 use crate::error::Result;
 pub use family::ModelFamily;
-pub use projected_text::ProjectedTextModel;
 pub use source::ModelSource;
 pub use stable_diffusion::{ModelInfo, ModelSpec, StableDiffusion};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,6 @@
 
 use super::demo::is_demo_folder;
 use super::family::{ModelFamily, ModelIndex};
-use super::projected_text::ProjectedTextModel;
 use super::source::ModelSource;
 use super::text::TextModel;
 use crate::deltas::DeltaSet;
@@ -59,7 +58,7 @@ pub struct StableDiffusion {
     /// The text side that versions edit (SDXL: the first encoder).
     pub text: TextModel,
     /// SDXL's second tokenizer and encoder; `None` for SD v1.x/2.x.
-    pub text_2: Option<ProjectedTextModel>,
+    pub text_2: Option<TextModel>,
     /// SDXL: an empty negative prompt conditions on zeros.
     pub zeros_for_empty_negative: bool,
     pub unet: UNet2DConditionModel,
@@ -87,12 +86,13 @@ impl StableDiffusion {
     pub fn load_folder(folder: &Path, name: &str, device: &Device, dtype: DType) -> Result<Self> {
         super::source::check_folder(folder)?;
         let index = ModelIndex::read(folder)?;
-        let text = TextModel::load(folder, device)?;
-        let family = index.family(folder, text.encoder.config())?;
-        let text_2 = match family {
-            ModelFamily::Sdxl => Some(ProjectedTextModel::load(folder, device)?),
-            ModelFamily::Sd1 | ModelFamily::Sd2 => None,
+        let (text, text_2) = if index.is_sdxl() {
+            let (first, second) = TextModel::load_sdxl(folder, device)?;
+            (first, Some(second))
+        } else {
+            (TextModel::load(folder, device)?, None)
         };
+        let family = index.family(folder, text.encoder.config())?;
         let unet = UNet2DConditionModel::load(folder, device, dtype)?;
         let vae = Vae::load(folder, device, dtype)?;
         let scheduler_config =

@@ -2,10 +2,13 @@
 
 use super::fingerprint::text_fingerprint;
 use super::random_weights::RandomWeights;
-use crate::error::Result;
-use crate::text_encoder::{ClipTextConfig, ClipTextEncoder};
+use crate::config_file::read_json;
+use crate::deltas::TextEncoderId;
+use crate::error::{EngineError, Result};
+use crate::text_encoder::{ClipTextConfig, ClipTextEncoder, Readout};
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device};
+use serde::Deserialize;
 use std::path::Path;
 
 /// Tokenizer and text encoder of a diffusers folder, with the model's fingerprint.
@@ -31,6 +34,31 @@ impl TextModel {
         })
     }
 
+    /// SDXL's two text sides: `tokenizer/` + `text_encoder/` (CLIP ViT-L in the real
+    /// model), read at its penultimate layer, and `tokenizer_2/` + `text_encoder_2/`
+    /// (transformers' `CLIPTextModelWithProjection`, OpenCLIP bigG), read at its
+    /// penultimate layer and through its `text_projection`. Both carry the folder's
+    /// fingerprint, which covers both encoders.
+    pub fn load_sdxl(dir: &Path, device: &Device) -> Result<(Self, Self)> {
+        let mut first = Self::load(dir, device)?;
+        first.encoder = first
+            .encoder
+            .in_pipeline(TextEncoderId::Text, Readout::Penultimate);
+        let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer_2"))?;
+        let folder = dir.join("text_encoder_2");
+        let encoder = ClipTextEncoder::load(&folder, tokenizer.eos_id(), device)?;
+        let projection = text_projection(&folder, encoder.config().hidden_size, device)?;
+        let second = Self {
+            tokenizer,
+            encoder: encoder.in_pipeline(
+                TextEncoderId::Text2,
+                Readout::PenultimateAndProjection(projection),
+            ),
+            fingerprint: first.fingerprint.clone(),
+        };
+        Ok((first, second))
+    }
+
     /// A text encoder of `config`'s sizes with seeded random weights (f32) and CLIP's
     /// tokenizer from `bpe_dir` (`vocab.json`, `merges.txt`; the repository ships them in
     /// `assets/clip-bpe`): a model's text side at its real size where its weights cannot
@@ -54,4 +82,20 @@ impl TextModel {
             fingerprint: format!("random-weights-seed-{seed}"),
         })
     }
+}
+
+/// The key of `text_encoder_2/config.json` beyond what the encoder itself reads.
+#[derive(Deserialize)]
+struct ProjectionConfig {
+    projection_dim: usize,
+}
+
+/// `text_projection.weight` [projection_dim, hidden] of a `CLIPTextModelWithProjection`
+/// folder, f32.
+fn text_projection(folder: &Path, hidden: usize, device: &Device) -> Result<candle_core::Tensor> {
+    let config: ProjectionConfig = read_json(&folder.join("config.json"))?;
+    let weights = folder.join("model.safetensors");
+    crate::weights::mapped(&weights, DType::F32, device)?
+        .get((config.projection_dim, hidden), "text_projection.weight")
+        .map_err(|e| EngineError::Weights(format!("{}: {e}", weights.display())))
 }

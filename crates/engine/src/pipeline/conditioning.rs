@@ -9,7 +9,7 @@
 use super::PipelineParts;
 use crate::deltas::DeltaSet;
 use crate::error::Result;
-use crate::model::ProjectedTextModel;
+use crate::model::TextModel;
 use candle_core::{DType, Device, Tensor};
 
 /// The encoding of `n` prompts.
@@ -71,8 +71,8 @@ impl PromptEncoding {
     }
 }
 
-/// Encodes `prompts` at the version `deltas` (which edits the first text encoder) with
-/// the model's text side, on the text encoder's device in f32.
+/// Encodes `prompts` at the version `deltas` with the model's text side (each encoder
+/// applies the deltas that name it), on the text encoder's device in f32.
 pub fn encode(
     parts: &PipelineParts<'_>,
     prompts: &[&str],
@@ -93,16 +93,21 @@ pub fn encode(
 /// SDXL: `[penultimate₁ ‖ penultimate₂]` and the projected pooled state of encoder 2.
 fn encode_sdxl(
     parts: &PipelineParts<'_>,
-    second: &ProjectedTextModel,
+    second: &TextModel,
     prompts: &[&str],
     deltas: &DeltaSet,
 ) -> Result<PromptEncoding> {
     let ids = parts.text_encoder.padded_ids(parts.tokenizer, prompts)?;
     let first = parts.text_encoder.forward_states(&ids, deltas)?;
     let ids_2 = second.encoder.padded_ids(&second.tokenizer, prompts)?;
-    let other = second.encoder.forward_states(&ids_2, &DeltaSet::empty())?;
+    let other = second.encoder.forward_states(&ids_2, deltas)?;
     let penultimate_2 = other.penultimate.to_device(parts.text_encoder.device())?;
-    let pooled = second.project(&other.output.pooler_output)?;
+    let pooled = second
+        .encoder
+        .project(&other.output.pooler_output)?
+        .ok_or_else(|| {
+            crate::EngineError::Numerical("SDXL's second text encoder has no projection".into())
+        })?;
     Ok(PromptEncoding {
         context: Tensor::cat(&[&first.penultimate, &penultimate_2], 2)?,
         pooled: Some(pooled.to_device(parts.text_encoder.device())?),

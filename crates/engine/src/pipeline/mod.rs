@@ -16,7 +16,7 @@ pub use text_cache::TextEmbeddingCache;
 
 use crate::deltas::DeltaSet;
 use crate::error::{EngineError, Result};
-use crate::model::ProjectedTextModel;
+use crate::model::TextModel;
 use crate::scheduler::SchedulerConfig;
 use crate::text_encoder::ClipTextEncoder;
 use crate::tokenizer::ClipTokenizer;
@@ -29,7 +29,7 @@ pub struct PipelineParts<'a> {
     pub text_encoder: &'a ClipTextEncoder,
     pub tokenizer: &'a ClipTokenizer,
     /// SDXL's second text encoder; `None` for SD v1.x/2.x.
-    pub text_2: Option<&'a ProjectedTextModel>,
+    pub text_2: Option<&'a TextModel>,
     /// SDXL's `force_zeros_for_empty_prompt`: an empty negative prompt conditions on zeros.
     pub zeros_for_empty_negative: bool,
     pub unet: &'a UNet2DConditionModel,

@@ -197,13 +197,26 @@ pub fn compute_batch_edit(
         )));
     }
     check_batch_size(edits.len(), encoder.config().intermediate_size)?;
+    if layer >= encoder.editable_layers() {
+        return Err(EngineError::invalid(
+            crate::InvalidKind::LayerOutOfRange,
+            "layer",
+            format!(
+                "layer {layer}: the {} encoder's images read its states before layer {}, \
+                 so edits go at layers 0..{}",
+                encoder.id(),
+                encoder.editable_layers(),
+                encoder.editable_layers().saturating_sub(1)
+            ),
+        ));
+    }
     if stats.layer != layer || stats.dim != encoder.config().intermediate_size {
         return Err(EngineError::Numerical(format!(
             "statistics are for layer {} (size {}), the edit is at layer {layer}",
             stats.layer, stats.dim
         )));
     }
-    let prepared = base.prepare(encoder.num_layers(), encoder.device())?;
+    let prepared = encoder.prepare(base)?;
 
     let mut solved = Vec::with_capacity(edits.len());
     for (pass, chunk) in edits.chunks(FACTS_PER_PASS).enumerate() {
@@ -233,6 +246,7 @@ pub fn compute_batch_edit(
     let residuals: Vec<Vec<f32>> = solved.iter().map(|f| f.optimised.delta.clone()).collect();
     let v = solve_values(&u, &prompt_keys, &residuals)?;
     let delta = Delta {
+        encoder: encoder.id(),
         layer,
         rank: edits.len(),
         u: u.concat(),
@@ -334,9 +348,7 @@ fn optimise_facts(
         .iter()
         .flat_map(|e| e.candidates.iter().map(String::as_str))
         .collect();
-    let all_candidates = encoder
-        .encode_texts(tokenizer, &candidate_texts, base)?
-        .pooler_output;
+    let all_candidates = encoder.represent_texts(tokenizer, &candidate_texts, base)?;
     let mut candidates = Vec::with_capacity(edits.len());
     let mut start = 0;
     for edit in edits {
@@ -435,7 +447,8 @@ impl<'a> ObjectiveParts<'a> {
             &owners,
         )?;
         let candidates: Vec<Tensor> = facts.iter().map(|&f| self.candidates[f].clone()).collect();
-        let scored = same_path_candidates(self.tokenizer, &edits, &upper, &candidates)?;
+        let hidden = self.encoder.config().hidden_size;
+        let scored = same_path_candidates(hidden, self.tokenizer, &edits, &upper, &candidates)?;
         let norms: Vec<f64> = facts.iter().map(|&f| self.target_init_norms[f]).collect();
         Objective::new(upper, &scored, per, self.weight_decay, &norms)
     }
@@ -451,6 +464,7 @@ impl<'a> ObjectiveParts<'a> {
 /// exactly 0 and contributes no gradient; a distance of 1e-7 instead gives a gradient
 /// of full length pointing along rounding noise, which Adam then follows (issue 10).
 fn same_path_candidates(
+    hidden: usize,
     tokenizer: &ClipTokenizer,
     edits: &[ValidatedEdit],
     upper: &UpperLayers,
@@ -478,13 +492,12 @@ fn same_path_candidates(
             scored.push(fact_candidates.clone());
         } else {
             if at_zero.is_none() {
-                let hidden = fact_candidates.dim(1)?;
                 let zeros = Tensor::zeros(
                     (candidates.len(), hidden),
                     fact_candidates.dtype(),
                     fact_candidates.device(),
                 )?;
-                at_zero = Some(upper.pooled(&zeros)?);
+                at_zero = Some(upper.representation(&zeros)?);
             }
             let at_zero = at_zero.as_ref().expect("computed above");
             let rows = same_prompt
@@ -514,12 +527,8 @@ fn text_checks(
 ) -> Result<Vec<TextCheck>> {
     let edited = base.with(std::sync::Arc::new(delta.clone()));
     let prompts: Vec<&str> = edits.iter().map(|e| e.request.prompt.as_str()).collect();
-    let after = encoder
-        .encode_texts(tokenizer, &prompts, &edited)?
-        .pooler_output;
-    let before = encoder
-        .encode_texts(tokenizer, &prompts, base)?
-        .pooler_output;
+    let after = encoder.represent_texts(tokenizer, &prompts, &edited)?;
+    let before = encoder.represent_texts(tokenizer, &prompts, base)?;
     let distance = |a: &Tensor, b: &Tensor| -> Result<f64> {
         Ok((a - b)?
             .sqr()?

@@ -104,14 +104,18 @@ impl<'a> Objective<'a> {
         let dtype = self.candidates.dtype();
         let device = self.candidates.device();
         let facts = deltas.len();
-        let hidden = self.candidates.dim(2)?;
+        // δ lives in the encoder's hidden space; the representations it is scored by may
+        // be wider (SDXL's second encoder adds its projection).
+        let hidden = deltas.first().map_or(0, Vec::len);
+        let width = self.candidates.dim(2)?;
         let flat: Vec<f32> = deltas.iter().flatten().copied().collect();
         let var =
             Var::from_tensor(&Tensor::from_vec(flat, (facts, hidden), device)?.to_dtype(dtype)?)?;
-        let pooled =
-            self.upper
-                .pooled(var.as_tensor())?
-                .reshape((facts, self.prompts_per_fact, hidden))?;
+        let pooled = self.upper.representation(var.as_tensor())?.reshape((
+            facts,
+            self.prompts_per_fact,
+            width,
+        ))?;
         // Distances of every prompt's representation to its fact's candidates [f, p, c].
         let diff = pooled
             .unsqueeze(2)?

@@ -1,4 +1,5 @@
-//! The part of the encoder that δ flows through: layers l+1..end and the final norm.
+//! The part of the encoder that δ flows through: layers l+1..end and the final norm
+//! (or, for SDXL's encoders, up to the penultimate state the pipeline reads).
 //!
 //! δ is added to fc2's output at layer l, i.e. to the residual stream right after layer
 //! l, at each rewriting prompt's subject position s. Attention is causal, so rows before
@@ -14,9 +15,9 @@
 //! fact's result is the one it would have alone.
 
 use crate::deltas::PreparedDeltas;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::text_encoder::layer::PackedRows;
-use crate::text_encoder::{ClipTextEncoder, Mode};
+use crate::text_encoder::{ClipTextEncoder, Mode, Readout};
 use candle_core::{DType, Device, Tensor};
 
 /// Runs δ from the cached residual stream to pooled outputs, differentiably.
@@ -104,24 +105,40 @@ impl<'a> UpperLayers<'a> {
         })
     }
 
-    /// Pooled outputs [b, d] with each fact's row of `deltas` [facts, d] added at the
-    /// subject positions of its prompts.
-    pub(crate) fn pooled(&self, deltas: &Tensor) -> Result<Tensor> {
+    /// Each prompt's representation ([`Readout`]: the pooled output for SD v1.x/2.x,
+    /// SDXL's penultimate state, with its projection for the second encoder) [b, r],
+    /// with each fact's row of `deltas` [facts, d] added at the subject positions of its
+    /// prompts.
+    pub(crate) fn representation(&self, deltas: &Tensor) -> Result<Tensor> {
         let mode = Mode::Differentiable;
         // One product places every δ: each row of `subject_owner` has at most one 1, so
         // every sum has one term and the values are exact.
         let mut x = (&self.active_base + self.subject_owner.matmul(deltas)?)?;
         let layers = self.encoder.num_layers();
-        let eos = if self.start < layers {
-            for index in self.start..layers - 1 {
-                x = self.encoder.layer(index).forward_packed(
-                    &x,
-                    &self.kv_cache[index - self.start],
-                    &self.all_rows,
-                    self.deltas.at(index),
-                    mode,
-                )?;
-            }
+        let readout = self.encoder.readout();
+        let pooled_only = matches!(readout, Readout::Pooled);
+        if self.start >= layers && !pooled_only {
+            return Err(EngineError::Numerical(
+                "an edit of the last layer does not reach the penultimate states".into(),
+            ));
+        }
+        // Every active row through the layers below the last: x is then the stream after
+        // the second-to-last layer (or after the edited one, when that is higher).
+        for index in self.start..layers.saturating_sub(1) {
+            x = self.encoder.layer(index).forward_packed(
+                &x,
+                &self.kv_cache[index - self.start],
+                &self.all_rows,
+                self.deltas.at(index),
+                mode,
+            )?;
+        }
+        let penultimate = x.index_select(&self.eos_index, 0)?;
+        if matches!(readout, Readout::Penultimate) {
+            return self.encoder.read_out(&penultimate, &penultimate);
+        }
+        let last_state = if self.start < layers {
+            // Only the EOS rows are needed of the last layer.
             let last = layers - 1;
             self.encoder.layer(last).forward_packed(
                 &x,
@@ -131,9 +148,10 @@ impl<'a> UpperLayers<'a> {
                 mode,
             )?
         } else {
-            x.index_select(&self.eos_index, 0)?
+            penultimate.clone()
         };
-        Ok(self.encoder.final_layer_norm().forward(&eos, mode)?)
+        let pooled = self.encoder.final_layer_norm().forward(&last_state, mode)?;
+        self.encoder.read_out(&penultimate, &pooled)
     }
 }
 

@@ -10,7 +10,7 @@ pub mod config;
 pub(crate) mod frozen_matmul;
 pub mod layer;
 
-use crate::deltas::{DeltaSet, PreparedDeltas};
+use crate::deltas::{DeltaSet, PreparedDeltas, TextEncoderId};
 use crate::error::{EngineError, Result};
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -39,9 +39,27 @@ pub struct EncoderStates {
     pub output: EncoderOutput,
 }
 
+/// What a pipeline reads of an encoder at a prompt's first EOS token, and so what
+/// ReFACT's objective compares: the representation the images are conditioned on.
+#[derive(Debug, Clone)]
+pub enum Readout {
+    /// The final-norm state (the pooler output): SD v1.x/2.x, whose context is the last
+    /// hidden state.
+    Pooled,
+    /// The state after the second-to-last layer, no final norm: SDXL's first encoder,
+    /// whose penultimate states are the context.
+    Penultimate,
+    /// SDXL's second encoder: its penultimate state and its projected pooled state
+    /// (`text_projection` [projection, hidden]), concatenated; the pipeline uses both.
+    PenultimateAndProjection(Tensor),
+}
+
 /// CLIP text transformer with weights shared by every version of the model.
 #[derive(Debug, Clone)]
 pub struct ClipTextEncoder {
+    /// Which encoder of its pipeline this is: it applies only its own deltas.
+    id: TextEncoderId,
+    readout: Readout,
     config: ClipTextConfig,
     token_embedding: Tensor,
     position_embedding: Tensor,
@@ -89,6 +107,8 @@ impl ClipTextEncoder {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let final_layer_norm = Norm::load(vb.pp("final_layer_norm"), d, config.layer_norm_eps)?;
         Ok(Self {
+            id: TextEncoderId::Text,
+            readout: Readout::Pooled,
             device: token_embedding.device().clone(),
             dtype: token_embedding.dtype(),
             config,
@@ -102,6 +122,87 @@ impl ClipTextEncoder {
 
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
+    }
+
+    /// This encoder as encoder `id` of an SDXL pipeline, read out as `readout`.
+    pub fn in_pipeline(mut self, id: TextEncoderId, readout: Readout) -> Self {
+        self.id = id;
+        self.readout = readout;
+        self
+    }
+
+    /// Which encoder of its pipeline this is.
+    pub fn id(&self) -> TextEncoderId {
+        self.id
+    }
+
+    /// The version `deltas` prepared for this encoder: its own deltas as tensors on its
+    /// device (built once per version and kept, see [`DeltaSet::prepare_for`]).
+    pub fn prepare(&self, deltas: &DeltaSet) -> Result<PreparedDeltas> {
+        deltas.prepare_for(self.id, self.num_layers(), &self.device)
+    }
+
+    pub fn readout(&self) -> &Readout {
+        &self.readout
+    }
+
+    /// Layers an edit can be made at: an edit of the last layer never reaches the
+    /// penultimate states SDXL conditions on.
+    pub fn editable_layers(&self) -> usize {
+        match self.readout {
+            Readout::Pooled => self.num_layers(),
+            Readout::Penultimate | Readout::PenultimateAndProjection(_) => {
+                self.num_layers().saturating_sub(1)
+            }
+        }
+    }
+
+    /// What the pipeline reads of each prompt of `ids` [b, t] at the version `deltas`
+    /// ([`Readout`]) [b, r]: the vectors ReFACT's candidates and text check compare.
+    pub fn representation(&self, ids: &Tensor, deltas: &DeltaSet) -> Result<Tensor> {
+        match &self.readout {
+            Readout::Pooled => Ok(self.forward(ids, deltas)?.pooler_output),
+            Readout::Penultimate | Readout::PenultimateAndProjection(_) => {
+                let states = self.forward_states(ids, deltas)?;
+                let eos = self.first_eos_positions(ids)?;
+                let penultimate = gather_rows(&states.penultimate, &eos)?;
+                self.read_out(&penultimate, &states.output.pooler_output)
+            }
+        }
+    }
+
+    /// [`Self::representation`] of texts, tokenized and padded as the pipeline does.
+    pub fn represent_texts(
+        &self,
+        tokenizer: &ClipTokenizer,
+        texts: &[&str],
+        deltas: &DeltaSet,
+    ) -> Result<Tensor> {
+        self.representation(&self.padded_ids(tokenizer, texts)?, deltas)
+    }
+
+    /// The representation from the EOS rows' penultimate [b, d] and final-norm [b, d]
+    /// states (differentiable).
+    pub(crate) fn read_out(&self, penultimate: &Tensor, pooled: &Tensor) -> Result<Tensor> {
+        Ok(match &self.readout {
+            Readout::Pooled => pooled.clone(),
+            Readout::Penultimate => penultimate.clone(),
+            Readout::PenultimateAndProjection(projection) => {
+                let projected = pooled.matmul(&projection.t()?)?;
+                Tensor::cat(&[penultimate, &projected], 1)?
+            }
+        })
+    }
+
+    /// The projected pooled state (SDXL's `text_embeds`) of final-norm EOS states [b, d];
+    /// `None` for an encoder without a projection.
+    pub fn project(&self, pooled: &Tensor) -> Result<Option<Tensor>> {
+        match &self.readout {
+            Readout::PenultimateAndProjection(projection) => {
+                Ok(Some(pooled.matmul(&projection.t()?)?))
+            }
+            Readout::Pooled | Readout::Penultimate => Ok(None),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -118,7 +219,7 @@ impl ClipTextEncoder {
 
     /// Encodes token ids [b, t] (u32) at the version given by `deltas`.
     pub fn forward(&self, ids: &Tensor, deltas: &DeltaSet) -> Result<EncoderOutput> {
-        let prepared = deltas.prepare(self.num_layers(), &self.device)?;
+        let prepared = self.prepare(deltas)?;
         let hidden = self.embed(ids)?;
         let hidden = self.run_layers(
             &hidden,
@@ -144,7 +245,7 @@ impl ClipTextEncoder {
                 "the penultimate layer's states need two layers, the encoder has {n}"
             )));
         }
-        let prepared = deltas.prepare(n, &self.device)?;
+        let prepared = self.prepare(deltas)?;
         let hidden = self.embed(ids)?;
         let penultimate = self.run_layers(&hidden, 0..n - 1, &prepared, Mode::Inference, None)?;
         let last = self.run_layers(&penultimate, n - 1..n, &prepared, Mode::Inference, None)?;
@@ -275,6 +376,9 @@ impl ClipTextEncoder {
             .map(|l| l.to_dtype(dtype))
             .collect::<candle_core::Result<_>>()?;
         copy.final_layer_norm = self.final_layer_norm.to_dtype(dtype)?;
+        if let Readout::PenultimateAndProjection(projection) = &self.readout {
+            copy.readout = Readout::PenultimateAndProjection(projection.to_dtype(dtype)?);
+        }
         copy.dtype = dtype;
         Ok(copy)
     }

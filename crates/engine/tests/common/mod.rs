@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device};
 use refact_engine::model::family::ModelIndex;
-use refact_engine::model::{ProjectedTextModel, TextModel};
+use refact_engine::model::TextModel;
 use refact_engine::pipeline::PipelineParts;
 use refact_engine::scheduler::SchedulerConfig;
 use refact_engine::unet::UNet2DConditionModel;
@@ -16,7 +16,7 @@ use std::path::Path;
 pub struct Fixture {
     pub text: TextModel,
     /// SDXL's second text side.
-    pub text_2: Option<ProjectedTextModel>,
+    pub text_2: Option<TextModel>,
     pub zeros_for_empty_negative: bool,
     pub unet: UNet2DConditionModel,
     pub vae: Vae,
@@ -30,11 +30,15 @@ impl Fixture {
 
     pub fn load_from(dir: &Path) -> Self {
         let index = ModelIndex::read(dir).unwrap();
+        let (text, text_2) = if index.is_sdxl() {
+            let (first, second) = TextModel::load_sdxl(dir, &Device::Cpu).unwrap();
+            (first, Some(second))
+        } else {
+            (TextModel::load(dir, &Device::Cpu).unwrap(), None)
+        };
         Self {
-            text: TextModel::load(dir, &Device::Cpu).unwrap(),
-            text_2: index
-                .is_sdxl()
-                .then(|| ProjectedTextModel::load(dir, &Device::Cpu).unwrap()),
+            text,
+            text_2,
             zeros_for_empty_negative: index.zeros_for_empty_negative(),
             unet: UNet2DConditionModel::load(dir, &Device::Cpu, DType::F32).unwrap(),
             vae: Vae::load(dir, &Device::Cpu, DType::F32).unwrap(),
@@ -82,7 +86,7 @@ pub fn fc2_output_at(
     }
 
     let encoder = &model.encoder;
-    let prepared = deltas.prepare(encoder.num_layers(), &Device::Cpu).unwrap();
+    let prepared = encoder.prepare(deltas).unwrap();
     let ids = encoder.padded_ids(&model.tokenizer, &[prompt]).unwrap();
     let hidden = encoder.embed(&ids).unwrap();
     let mut capture = CaptureOutput(None);

@@ -150,8 +150,9 @@ impl ModelBackend for EngineBackend {
     /// at this version shares them, so switching versions rebuilds nothing.
     fn compose(&self, deltas: &[Arc<Delta>]) -> Result<DeltaSet, EngineError> {
         let version = DeltaSet::new(deltas.to_vec());
-        let encoder = &self.model.text.encoder;
-        version.prepare(encoder.num_layers(), encoder.device())?;
+        for text in std::iter::once(&self.model.text).chain(&self.model.text_2) {
+            text.encoder.prepare(&version)?;
+        }
         Ok(version)
     }
 
@@ -281,6 +282,7 @@ pub(super) fn engine_delta(stored: StoredDelta) -> Result<Delta, EngineError> {
     let layer = usize::try_from(stored.layer).map_err(|_| bad("negative layer".into()))?;
     let rank = usize::try_from(stored.rank).map_err(|_| bad("negative rank".into()))?;
     Ok(Delta {
+        encoder: refact_engine::deltas::TextEncoderId::Text,
         layer,
         rank,
         u: stored.u,
