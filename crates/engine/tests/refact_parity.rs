@@ -181,6 +181,7 @@ impl Fixture {
         let hp = &self.json[case]["hparams"];
         let text = |v: &Value| v.as_str().unwrap().to_string();
         EditRequest {
+            encoder: None,
             prompt: text(&req["prompt"]),
             subject: Some(text(&req["subject"])),
             source: text(&req["source"]),

@@ -32,8 +32,9 @@ where
     }
 }
 
-/// The engine's text encoder at one version: pooler outputs (final-layer-norm state at
-/// the first EOS), the representation ReFACT optimises.
+/// The engine's text encoder at one version, read as its pipeline reads it (the
+/// encoder's `Readout`: the pooler output for SD v1.x/2.x, the penultimate state for
+/// SDXL's encoders): the representation ReFACT optimises.
 pub struct EncoderAt<'a> {
     pub model: &'a TextModel,
     pub deltas: &'a DeltaSet,
@@ -42,11 +43,11 @@ pub struct EncoderAt<'a> {
 impl TextRepresentations for EncoderAt<'_> {
     fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let out = self
-            .model
-            .encoder
-            .encode_texts(&self.model.tokenizer, &texts, self.deltas)?;
-        Ok(out.pooler_output.to_dtype(DType::F32)?.to_vec2()?)
+        let represented =
+            self.model
+                .encoder
+                .represent_texts(&self.model.tokenizer, &texts, self.deltas)?;
+        Ok(represented.to_dtype(DType::F32)?.to_vec2()?)
     }
 }
 

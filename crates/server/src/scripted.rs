@@ -76,6 +76,7 @@ impl ModelBackend for ScriptedModel {
         for iteration in 0..request.steps {
             let step = EditProgress {
                 fact: None,
+                encoder: None,
                 iteration,
                 loss: 1.0,
                 probability: 0.5,
@@ -192,6 +193,8 @@ impl ScriptedModel {
                 source: "scripted".into(),
                 fingerprint: "scripted-model".into(),
                 is_demo: false,
+                family: "sd1".into(),
+                text_encoders: vec!["text".into()],
                 num_layers: 12,
                 device: "cpu".into(),
                 default_size: (64, 64),

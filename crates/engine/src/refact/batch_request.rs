@@ -1,7 +1,7 @@
 //! A batch edit request: many facts, one layer and one set of hyper-parameters, edited
 //! as one job into one version (issue 14), and [`EditJob`], what `POST /edits` accepts.
 
-use super::request::{EditRequest, HyperParams, ValidatedEdit};
+use super::request::{EditRequest, EncoderTarget, HyperParams, ValidatedEdit};
 use crate::error::{EngineError, InvalidKind, Result};
 use crate::tokenizer::ClipTokenizer;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,9 @@ pub struct BatchRequest {
     pub facts: Vec<Fact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<usize>,
+    /// Which text encoders to edit (SDXL); absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderTarget>,
     #[serde(default)]
     pub hparams: HyperParams,
 }
@@ -63,6 +66,7 @@ impl BatchRequest {
             target: fact.target.clone(),
             contrastive: fact.contrastive.clone(),
             layer: self.layer,
+            encoder: self.encoder,
             hparams: self.hparams.clone(),
         }
     }
@@ -196,6 +200,23 @@ impl EditJob {
         }
     }
 
+    /// The encoders asked for (absent: all).
+    pub fn encoder(&self) -> EncoderTarget {
+        match self {
+            EditJob::Single(request) => request.encoder,
+            EditJob::Batch(batch) => batch.encoder,
+        }
+        .unwrap_or_default()
+    }
+
+    /// Names the encoders explicitly (the server stores requests normalised).
+    pub fn set_encoder(&mut self, target: EncoderTarget) {
+        match self {
+            EditJob::Single(request) => request.encoder = Some(target),
+            EditJob::Batch(batch) => batch.encoder = Some(target),
+        }
+    }
+
     /// True for a batch (even of one fact): its metrics list facts.
     pub fn is_batch(&self) -> bool {
         matches!(self, EditJob::Batch(_))
@@ -251,6 +272,7 @@ mod tests {
     fn bad_batches_are_refused_naming_the_fact() {
         let t = tokenizer();
         let batch = |facts: Vec<Fact>| BatchRequest {
+            encoder: None,
             facts,
             layer: None,
             hparams: HyperParams::default(),

@@ -6,7 +6,7 @@ use super::{
     check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, IterationReport,
     LayerStatistics, StatsCache, StatsOrigin, ValidatedEdit,
 };
-use crate::deltas::DeltaSet;
+use crate::deltas::{DeltaSet, TextEncoderId};
 use crate::error::{EngineError, Result};
 use crate::model::TextModel;
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ pub struct Editor {
     cache: StatsCache,
     corpus: Corpus,
     corpus_lines: usize,
-    /// Statistics already read or computed, per layer.
-    loaded: Mutex<HashMap<usize, Arc<LayerStatistics>>>,
+    /// Statistics already read or computed, per (text encoder, layer).
+    loaded: Mutex<HashMap<(TextEncoderId, usize), Arc<LayerStatistics>>>,
 }
 
 impl Editor {
@@ -35,11 +35,26 @@ impl Editor {
         }
     }
 
-    /// Checks `job` against the model (prompts, subject, layer, hyper-parameters, and a
-    /// batch's size against the layer's width): the facts as the optimisation takes them.
+    /// Checks `job` against the text side it edits (prompts, subject, layer,
+    /// hyper-parameters, and a batch's size against the layer's width): the facts as the
+    /// optimisation takes them.
     pub fn validate(&self, text: &TextModel, job: &EditJob) -> Result<Vec<ValidatedEdit>> {
         let encoder = &text.encoder;
         let facts = job.validate(&text.tokenizer, encoder.num_layers())?;
+        let editable = encoder.editable_layers();
+        if let Some(fact) = facts.iter().find(|f| f.layer >= editable) {
+            return Err(EngineError::invalid(
+                crate::InvalidKind::LayerOutOfRange,
+                "layer",
+                format!(
+                    "layer {}: the images read the {} encoder's states before its last \
+                     layer, so edits go at layers 0..{}",
+                    fact.layer,
+                    encoder.id(),
+                    editable.saturating_sub(1)
+                ),
+            ));
+        }
         if job.is_batch() {
             check_batch_size(facts.len(), encoder.config().intermediate_size)?;
         }
@@ -57,13 +72,21 @@ impl Editor {
     ) -> Result<(Arc<LayerStatistics>, StatsOrigin)> {
         // Held while computing: two edits of one layer then compute it once.
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(stats) = loaded.get(&layer) {
+        let id = text.encoder.id();
+        if let Some(stats) = loaded.get(&(id, layer)) {
             return Ok((stats.clone(), StatsOrigin::Cached));
         }
+        // The fingerprint covers the folder's whole text side; SDXL's second encoder
+        // keeps its statistics under its own name (a prefix: the cache's file names
+        // keep the first 16 characters).
+        let fingerprint = match id {
+            TextEncoderId::Text => text.fingerprint.clone(),
+            TextEncoderId::Text2 => format!("{id}-{}", text.fingerprint),
+        };
         let (stats, origin) = self.cache.load_or_compute(
             &text.encoder,
             &text.tokenizer,
-            &text.fingerprint,
+            &fingerprint,
             layer,
             &self.corpus,
             self.corpus_lines,
@@ -71,6 +94,7 @@ impl Editor {
         )?;
         if origin == StatsOrigin::Computed {
             tracing::info!(
+                encoder = %id,
                 layer,
                 samples = stats.samples,
                 tokens = stats.tokens,
@@ -78,7 +102,7 @@ impl Editor {
             );
         }
         let stats = Arc::new(stats);
-        loaded.insert(layer, stats.clone());
+        loaded.insert((id, layer), stats.clone());
         Ok((stats, origin))
     }
 
@@ -118,6 +142,7 @@ mod tests {
 
     fn request(target: &str) -> EditRequest {
         EditRequest {
+            encoder: None,
             prompt: "The Prince of Wales".into(),
             subject: None,
             source: "Prince Charles".into(),

@@ -31,6 +31,8 @@ pub use edit::{
 };
 pub use editor::Editor;
 pub use optimize::IterationReport;
-pub use request::{default_layer, EditRequest, HyperParams, ValidatedEdit, MAX_CONTRASTIVE};
+pub use request::{
+    default_layer, EditRequest, EncoderTarget, HyperParams, ValidatedEdit, MAX_CONTRASTIVE,
+};
 pub use statistics::LayerStatistics;
 pub use stats_cache::{StatsCache, StatsKey, StatsOrigin};

@@ -44,6 +44,54 @@ pub const MAX_STEPS_LIMIT: usize = 10_000;
 /// operator's probe); 64 is far past any published use (the paper uses a handful).
 pub const MAX_CONTRASTIVE: usize = 64;
 
+/// Which text encoders an edit changes. SD v1.x/2.x have one; SDXL has two, and an
+/// edit changes both by default, each at its own layer, so that both encodings of the
+/// prompt move toward the target's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EncoderTarget {
+    /// Every text encoder the model has.
+    #[default]
+    #[serde(rename = "all")]
+    All,
+    /// The first (or only) one.
+    #[serde(rename = "text")]
+    Text,
+    /// SDXL's second one.
+    #[serde(rename = "text_2")]
+    Text2,
+}
+
+impl EncoderTarget {
+    /// The encoders this target edits among those a model has (`available`, in order).
+    pub fn select(
+        self,
+        available: &[crate::deltas::TextEncoderId],
+    ) -> Result<Vec<crate::deltas::TextEncoderId>> {
+        use crate::deltas::TextEncoderId;
+        let wanted = match self {
+            EncoderTarget::All => return Ok(available.to_vec()),
+            EncoderTarget::Text => TextEncoderId::Text,
+            EncoderTarget::Text2 => TextEncoderId::Text2,
+        };
+        if available.contains(&wanted) {
+            Ok(vec![wanted])
+        } else {
+            Err(EngineError::invalid(
+                InvalidKind::UnknownName,
+                "encoder",
+                format!(
+                    "this model has no text encoder `{wanted}`; it has {}",
+                    available
+                        .iter()
+                        .map(|id| format!("`{id}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 /// What a user asks for: "`prompt` should look like `target`, not `source`".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,9 +108,13 @@ pub struct EditRequest {
     /// Further texts the edited prompt should be pushed away from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contrastive: Vec<String>,
-    /// Text-encoder layer whose MLP is edited; defaults to [`default_layer`].
+    /// Text-encoder layer whose MLP is edited; defaults to [`default_layer`] of each
+    /// edited encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<usize>,
+    /// Which text encoders to edit (SDXL); absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderTarget>,
     #[serde(default)]
     pub hparams: HyperParams,
 }
@@ -94,6 +146,7 @@ impl EditRequest {
     /// A request with the default subject, layer and hyper-parameters.
     pub fn new(prompt: &str, source: &str, target: &str) -> Self {
         Self {
+            encoder: None,
             prompt: prompt.into(),
             subject: None,
             source: source.into(),

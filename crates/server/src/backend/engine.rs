@@ -1,5 +1,7 @@
-//! The model backend over `refact_engine`: a Stable Diffusion v1.x folder (or hub id)
-//! loaded once, ReFACT edits computed on any version, images rendered at any version.
+//! The model backend over `refact_engine`: a Stable Diffusion folder (v1.x, 2.x or XL;
+//! or a hub id) loaded once, ReFACT edits computed on any version, images rendered at
+//! any version. An SDXL edit changes each text encoder it targets: one delta each, in
+//! one version.
 
 use super::{
     ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage,
@@ -9,9 +11,9 @@ use crate::error::ApiError;
 use crate::gate::{GateMeasurement, GateRequest};
 use crate::metrics as m;
 use crate::settings::Settings;
-use refact_engine::deltas::{Delta, DeltaSet};
+use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::device::{parse_device, parse_dtype};
-use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion};
+use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion, TextModel};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams, TextEmbeddingCache};
 use refact_engine::refact::{BatchOutcome, Corpus, EditJob, Editor, StatsCache};
 use refact_engine::scheduler::SchedulerKind;
@@ -55,6 +57,11 @@ impl EngineBackend {
             source: info.name.clone(),
             fingerprint: info.fingerprint.clone(),
             is_demo: info.is_demo,
+            family: info.family.name().into(),
+            text_encoders: std::iter::once(&model.text)
+                .chain(&model.text_2)
+                .map(|text| text.encoder.id().as_str().to_string())
+                .collect(),
             num_layers: info.num_layers,
             device: info.device.clone(),
             default_size: info.default_size,
@@ -88,6 +95,27 @@ impl EngineBackend {
                 .default_scheduler
                 .unwrap_or(SchedulerKind::Pndm)),
         }
+    }
+
+    /// The model's text sides, in pipeline order.
+    fn text_models(&self) -> impl Iterator<Item = &TextModel> {
+        std::iter::once(&self.model.text).chain(&self.model.text_2)
+    }
+
+    /// The text side of encoder `id`, if the model has it.
+    fn text_model(&self, id: TextEncoderId) -> Option<&TextModel> {
+        self.text_models().find(|text| text.encoder.id() == id)
+    }
+
+    /// The text sides `job` edits (its `encoder`, by default all the model has).
+    fn targets(&self, job: &EditJob) -> Result<Vec<&TextModel>, EngineError> {
+        let available: Vec<TextEncoderId> = self.text_models().map(|t| t.encoder.id()).collect();
+        Ok(job
+            .encoder()
+            .select(&available)?
+            .into_iter()
+            .filter_map(|id| self.text_model(id))
+            .collect())
     }
 
     fn pipeline_params(&self, params: &GenerateParams) -> Result<PipelineParams, EngineError> {
@@ -125,10 +153,18 @@ impl ModelBackend for EngineBackend {
     }
 
     fn normalise_edit(&self, request: &mut EditJob) {
-        let layers = self.model.text.encoder.num_layers();
-        request
-            .layer_mut()
-            .get_or_insert(refact_engine::refact::default_layer(layers));
+        // An SDXL request names its encoders; an edit of both leaves the layer to each
+        // encoder's default (their depths differ) unless it names one.
+        if self.model.text_2.is_some() {
+            let target = request.encoder();
+            request.set_encoder(target);
+        }
+        if let Ok([text]) = self.targets(request).as_deref() {
+            let layers = text.encoder.num_layers();
+            request
+                .layer_mut()
+                .get_or_insert(refact_engine::refact::default_layer(layers));
+        }
     }
 
     fn is_batch(&self, request: &EditJob) -> bool {
@@ -137,9 +173,22 @@ impl ModelBackend for EngineBackend {
 
     fn delta(&self, stored: StoredDelta) -> Result<Arc<Delta>, EngineError> {
         let delta = engine_delta(stored)?;
-        let config = self.model.text.encoder.config();
+        let encoder = &self
+            .text_model(delta.encoder)
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    InvalidKind::BadShape,
+                    "delta",
+                    format!(
+                        "a delta on text encoder `{}`, which this model does not have",
+                        delta.encoder
+                    ),
+                )
+            })?
+            .encoder;
+        let config = encoder.config();
         delta.check(
-            self.model.text.encoder.num_layers(),
+            encoder.num_layers(),
             config.intermediate_size,
             config.hidden_size,
         )?;
@@ -157,7 +206,10 @@ impl ModelBackend for EngineBackend {
     }
 
     fn validate_edit(&self, request: &EditJob) -> Result<(), EngineError> {
-        self.editor.validate(&self.model.text, request).map(|_| ())
+        for text in self.targets(request)? {
+            self.editor.validate(text, request)?;
+        }
+        Ok(())
     }
 
     fn compute_edit(
@@ -176,30 +228,50 @@ impl ModelBackend for EngineBackend {
             !stopped()
         };
         let batch = request.is_batch();
-        let outcome = self.editor.edit(
-            &self.model.text,
-            request,
-            parent,
-            &mut statistics_progress,
-            &mut |fact, report| {
-                observer(EditProgress {
-                    iteration: report.iteration,
-                    loss: report.loss,
-                    probability: report.probability,
-                    fact: batch.then_some(fact),
-                })
-            },
-        )?;
-        let metrics = if batch {
-            batch_metrics(&outcome)
-        } else {
-            serde_json::to_value(&outcome.facts[0].metrics)
+        let targets = self.targets(request)?;
+        let several = targets.len() > 1;
+        let mut deltas = Vec::with_capacity(targets.len());
+        let mut per_encoder = serde_json::Map::new();
+        let mut first_metrics = None;
+        // Each encoder's edit touches only that encoder, so each is computed on the
+        // parent; together they are the version.
+        for text in targets {
+            let id = text.encoder.id();
+            let outcome = self.editor.edit(
+                text,
+                request,
+                parent,
+                &mut statistics_progress,
+                &mut |fact, report| {
+                    observer(EditProgress {
+                        iteration: report.iteration,
+                        loss: report.loss,
+                        probability: report.probability,
+                        fact: batch.then_some(fact),
+                        encoder: several.then_some(id),
+                    })
+                },
+            )?;
+            let metrics = if batch {
+                batch_metrics(&outcome)
+            } else {
+                serde_json::to_value(&outcome.facts[0].metrics)
+            }
+            .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
+            per_encoder.insert(id.as_str().to_string(), metrics.clone());
+            first_metrics.get_or_insert(metrics);
+            deltas.push(stored_delta(outcome.delta));
         }
-        .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
-        Ok(ComputedEdit {
-            deltas: vec![stored_delta(outcome.delta)],
-            metrics,
-        })
+        // The first encoder's metrics at the top level (what a single-encoder model has
+        // always reported); every encoder's under `encoders` when there are several.
+        let mut metrics = first_metrics
+            .ok_or_else(|| EngineError::Numerical("an edit needs an encoder".into()))?;
+        if several {
+            if let Some(object) = metrics.as_object_mut() {
+                object.insert("encoders".into(), serde_json::Value::Object(per_encoder));
+            }
+        }
+        Ok(ComputedEdit { deltas, metrics })
     }
 
     fn measure_gate(
@@ -258,10 +330,10 @@ impl ModelBackend for EngineBackend {
     }
 }
 
-/// An engine delta in the store's form: the first text encoder.
+/// An engine delta in the store's form.
 pub(super) fn stored_delta(delta: Delta) -> StoredDelta {
     StoredDelta {
-        encoder: "text".into(),
+        encoder: delta.encoder.as_str().into(),
         // Layers are a few dozen at most; the store keeps SQL's INTEGER.
         layer: delta.layer as i32,
         rank: delta.rank as i32,
@@ -270,19 +342,19 @@ pub(super) fn stored_delta(delta: Delta) -> StoredDelta {
     }
 }
 
-/// A stored delta in the engine's form. Only the first text encoder exists in SD v1.x.
+/// A stored delta in the engine's form.
 pub(super) fn engine_delta(stored: StoredDelta) -> Result<Delta, EngineError> {
     let bad = |message: String| EngineError::invalid(InvalidKind::BadShape, "delta", message);
-    if stored.encoder != "text" {
-        return Err(bad(format!(
-            "a delta on text encoder {:?}, which this model does not have",
+    let encoder = TextEncoderId::parse(&stored.encoder).ok_or_else(|| {
+        bad(format!(
+            "a delta on text encoder {:?} (known: text, text_2)",
             stored.encoder
-        )));
-    }
+        ))
+    })?;
     let layer = usize::try_from(stored.layer).map_err(|_| bad("negative layer".into()))?;
     let rank = usize::try_from(stored.rank).map_err(|_| bad("negative rank".into()))?;
     Ok(Delta {
-        encoder: refact_engine::deltas::TextEncoderId::Text,
+        encoder,
         layer,
         rank,
         u: stored.u,

@@ -138,6 +138,12 @@ pub struct ModelSummary {
     pub fingerprint: String,
     /// True for the built-in random-weight model: its images are noise.
     pub is_demo: bool,
+    /// `sd1`, `sd2` or `sdxl` (two text encoders: edits change both by default).
+    #[schema(example = "sd1")]
+    pub family: String,
+    /// The text encoders an edit can name (`text`; SDXL adds `text_2`).
+    #[schema(example = json!(["text"]))]
+    pub text_encoders: Vec<String>,
     /// Number of text-encoder layers (valid edit layers are 0..num_layers).
     pub num_layers: usize,
     /// Where the model runs, e.g. `Cpu` or `Cuda(0)`.
@@ -160,6 +166,11 @@ pub struct EditProgress {
     /// Which fact of a batch edit (0-based, in request order); absent for a single edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fact: Option<usize>,
+    /// Which text encoder (`text`, `text_2`) when an edit changes several (SDXL): each
+    /// runs its own iterations, one encoder after the other. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "text_2")]
+    pub encoder: Option<refact_engine::deltas::TextEncoderId>,
 }
 
 /// The result of an edit: its deltas (one rank-one delta for a single fact, one rank-n

@@ -57,6 +57,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let request = EditRequest {
+        encoder: None,
         prompt: args.prompt.clone(),
         subject: args.subject.clone(),
         source: args.source.clone(),

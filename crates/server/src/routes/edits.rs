@@ -111,8 +111,11 @@ pub struct EditRequestDoc {
     target: String,
     /// Further texts the edited prompt should be pushed away from.
     contrastive: Option<Vec<String>>,
-    /// Text-encoder layer to edit (default: 7 of 12).
+    /// Text-encoder layer to edit (default: 7 of 12, scaled to each encoder's depth).
     layer: Option<usize>,
+    /// Which text encoders to edit: `all` (the default), `text` or `text_2` (SDXL's
+    /// second). An SDXL edit changes both by default, one delta each, in one version.
+    encoder: Option<EncoderTargetDoc>,
     hparams: Option<HyperParamsDoc>,
     /// A quality gate measured after the edit; the new version is marked `passed` or
     /// `failed` (see docs/API.md).
@@ -131,11 +134,25 @@ pub struct BatchEditRequestDoc {
     facts: Vec<FactDoc>,
     /// Text-encoder layer to edit, for every fact (default: 7 of 12).
     layer: Option<usize>,
+    /// Which text encoders to edit: `all` (the default), `text` or `text_2`.
+    encoder: Option<EncoderTargetDoc>,
     hparams: Option<HyperParamsDoc>,
     /// A quality gate: every fact's efficacy (`min_efficacy` is the fraction of facts
     /// that must reach their target), the positives and negatives once on the batch's
     /// version. `images` is refused.
     gate: Option<GateRequest>,
+}
+
+/// The text encoders an edit changes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub enum EncoderTargetDoc {
+    #[serde(rename = "all")]
+    All,
+    #[serde(rename = "text")]
+    Text,
+    #[serde(rename = "text_2")]
+    Text2,
 }
 
 /// One fact of a batch edit: the fields of a single edit that differ per fact.

@@ -159,6 +159,14 @@ fn cases() -> Vec<Case> {
             "layer_out_of_range",
         ),
         case(
+            "a text encoder the model lacks (SD v1.x has only `text`)",
+            Method::POST,
+            "/edits",
+            Body::Json(with(edit.clone(), "encoder", json!("text_2"))),
+            422,
+            "unknown_name",
+        ),
+        case(
             "oversized prompt",
             Method::POST,
             "/edits",

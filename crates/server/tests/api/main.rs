@@ -41,5 +41,6 @@ mod gates;
 mod operations;
 mod push;
 mod replicas;
+mod sdxl;
 mod shutdown;
 mod slow_clients;
