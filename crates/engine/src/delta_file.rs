@@ -35,6 +35,17 @@ pub fn save_delta(path: &Path, delta: &Delta, extra: &[(&str, String)]) -> Resul
         .map_err(|e| EngineError::Weights(format!("{}: {e}", path.display())))
 }
 
+/// Where an edit of several text encoders keeps one of its deltas, next to `path`:
+/// `edit.safetensors` → `edit.text_2.safetensors`.
+pub fn encoder_sibling(path: &Path, encoder: TextEncoderId) -> std::path::PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("delta");
+    let name = match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) => format!("{stem}.{encoder}.{ext}"),
+        None => format!("{stem}.{encoder}"),
+    };
+    path.with_file_name(name)
+}
+
 /// Reads a delta written by [`save_delta`].
 pub fn load_delta(path: &Path) -> Result<Delta> {
     let bad = |msg: String| {

@@ -34,6 +34,17 @@ impl TextModel {
         })
     }
 
+    /// Every text side of a diffusers folder, in pipeline order: one for SD v1.x/2.x,
+    /// two for SDXL ([`Self::load_sdxl`]), as `model_index.json` says.
+    pub fn load_all(dir: &Path, device: &Device) -> Result<Vec<Self>> {
+        if super::family::ModelIndex::read(dir)?.is_sdxl() {
+            let (first, second) = Self::load_sdxl(dir, device)?;
+            Ok(vec![first, second])
+        } else {
+            Ok(vec![Self::load(dir, device)?])
+        }
+    }
+
     /// SDXL's two text sides: `tokenizer/` + `text_encoder/` (CLIP ViT-L in the real
     /// model), read at its penultimate layer, and `tokenizer_2/` + `text_encoder_2/`
     /// (transformers' `CLIPTextModelWithProjection`, OpenCLIP bigG), read at its

@@ -7,8 +7,8 @@ use crate::dataset::EvalCase;
 use crate::error::Result;
 use crate::metrics::SeedTests;
 use image::RgbImage;
-use refact_engine::delta_file::{load_delta, save_delta};
-use refact_engine::deltas::DeltaSet;
+use refact_engine::delta_file::{encoder_sibling, load_delta, save_delta};
+use refact_engine::deltas::{DeltaSet, TextEncoderId};
 use refact_engine::model::StableDiffusion;
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::refact::{Corpus, EditJob, EditRequest, Editor, HyperParams, StatsCache};
@@ -119,11 +119,20 @@ impl Backend for EngineBackend {
 
     fn edit(&mut self, case: &EvalCase, on: &DeltaSet) -> Result<(DeltaSet, serde_json::Value)> {
         let job = EditJob::Single(self.request(case));
-        let outcome =
-            self.editor
-                .edit(&self.model.text, &job, on, &mut |_, _| true, &mut |_, _| {
+        // Every text encoder the model has (SDXL: two), each on `on`: an encoder's edit
+        // touches only that encoder. The first encoder's metrics are reported.
+        let mut version = on.clone();
+        let mut first = None;
+        for text in std::iter::once(&self.model.text).chain(&self.model.text_2) {
+            let outcome = self
+                .editor
+                .edit(text, &job, on, &mut |_, _| true, &mut |_, _| {
                     ControlFlow::Continue(())
                 })?;
+            version = version.with(Arc::new(outcome.delta.clone()));
+            first.get_or_insert(outcome);
+        }
+        let outcome = first.expect("a model has a text encoder");
         let m = &outcome.facts[0].metrics;
         // The per-iteration curves stay out of the results; the summary numbers go in.
         let info = serde_json::json!({
@@ -134,26 +143,43 @@ impl Backend for EngineBackend {
             "text_check": m.text_check,
             "duration_ms": m.duration_ms,
         });
-        Ok((on.with(Arc::new(outcome.delta)), info))
+        Ok((version, info))
     }
 
+    /// The version's last delta of each encoder: the first encoder's at `path`, SDXL's
+    /// second's next to it ([`encoder_sibling`]).
     fn save_edit(&self, version: &DeltaSet, path: &Path) -> Result<()> {
-        let delta = version.iter().last().ok_or_else(|| {
-            crate::EvalError::Invalid("the unedited model has no edit to save".into())
-        })?;
+        if version.is_empty() {
+            return Err(crate::EvalError::Invalid(
+                "the unedited model has no edit to save".into(),
+            ));
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| crate::EvalError::io(dir, e))?;
         }
-        save_delta(
-            path,
-            delta,
-            &[("model_fingerprint", self.model.text.fingerprint.clone())],
-        )?;
+        for id in TextEncoderId::ALL {
+            if let Some(delta) = version.iter().filter(|d| d.encoder == id).last() {
+                let file = match id {
+                    TextEncoderId::Text => path.to_path_buf(),
+                    other => encoder_sibling(path, other),
+                };
+                save_delta(
+                    &file,
+                    delta,
+                    &[("model_fingerprint", self.model.text.fingerprint.clone())],
+                )?;
+            }
+        }
         Ok(())
     }
 
     fn load_edit(&self, on: &DeltaSet, path: &Path) -> Result<DeltaSet> {
-        Ok(on.with(Arc::new(load_delta(path)?)))
+        let mut version = on.with(Arc::new(load_delta(path)?));
+        let second = encoder_sibling(path, TextEncoderId::Text2);
+        if self.model.text_2.is_some() && second.is_file() {
+            version = version.with(Arc::new(load_delta(&second)?));
+        }
+        Ok(version)
     }
 
     fn text_space(&self, case: &EvalCase, version: &DeltaSet) -> Result<Option<SeedTests>> {

@@ -1,18 +1,22 @@
-//! `refact edit`: compute one ReFACT edit offline and write it as a delta file.
+//! `refact edit`: compute one ReFACT edit offline and write it as delta files (one per
+//! text encoder it changes: SDXL has two).
 
 use super::model_args::{read_deltas, ModelArgs};
 use anyhow::Context;
-use refact_engine::delta_file::save_delta;
+use refact_engine::delta_file::{encoder_sibling, save_delta};
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
-    Corpus, EditJob, EditRequest, Editor, HyperParams, StatsCache, StatsOrigin,
+    Corpus, EditJob, EditRequest, Editor, EncoderTarget, HyperParams, StatsCache, StatsOrigin,
 };
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 /// Compute an edit: "`--prompt` should show `--target`, not `--source`". Writes tensors
-/// `u`, `v` and metadata `layer` to `--out`; prints the metrics as JSON on stdout.
+/// `u`, `v` and metadata `layer`, `encoder` to `--out`; prints the metrics as JSON on
+/// stdout. An edit of several text encoders (SDXL's default) writes one file per
+/// encoder, `<out>` with `.text` / `.text_2` before its extension, and prints
+/// `{"text": metrics, "text_2": metrics}`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -26,9 +30,12 @@ pub struct Args {
     /// Part of the prompt the edit keys on (default: the whole prompt).
     #[arg(long)]
     pub subject: Option<String>,
-    /// Text-encoder layer to edit (default: 7 of 12).
+    /// Text-encoder layer to edit (default: 7 of 12, scaled to each encoder's depth).
     #[arg(long)]
     pub layer: Option<usize>,
+    /// Which text encoders to edit: all (default), text, or text_2 (SDXL's second).
+    #[arg(long, default_value = "all", value_parser = parse_target)]
+    pub encoder: EncoderTarget,
     #[arg(long, default_value_t = HyperParams::default().lr)]
     pub lr: f64,
     #[arg(long, default_value_t = HyperParams::default().max_steps)]
@@ -57,7 +64,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let request = EditRequest {
-        encoder: None,
+        encoder: Some(args.encoder),
         prompt: args.prompt.clone(),
         subject: args.subject.clone(),
         source: args.source.clone(),
@@ -73,54 +80,81 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let folder = args.model.folder()?;
-    let text = TextModel::load(&folder, &args.model.device()?)?;
+    let texts = TextModel::load_all(&folder, &args.model.device()?)?;
+    let available: Vec<_> = texts.iter().map(|t| t.encoder.id()).collect();
+    let targets = args.encoder.select(&available)?;
     let editor = Editor::new(
         StatsCache::new(args.model.data_dir.join("stats")),
         Corpus::parse(&args.corpus),
         args.corpus_lines,
     );
     let job = EditJob::Single(request.clone());
-    let layer = editor.validate(&text, &job)?[0].layer;
     let base = read_deltas(&args.deltas)?;
-
-    let (stats, origin) = editor.statistics(&text, layer, &mut |done, total| {
-        eprint!("\rlayer statistics: {done}/{total} captions");
-        if done == total {
-            eprintln!();
+    let several = targets.len() > 1;
+    let mut all_metrics = serde_json::Map::new();
+    for text in texts.iter().filter(|t| targets.contains(&t.encoder.id())) {
+        let id = text.encoder.id();
+        let layer = editor.validate(text, &job)?[0].layer;
+        let (stats, origin) = editor.statistics(text, layer, &mut |done, total| {
+            eprint!("\r{id} layer statistics: {done}/{total} captions");
+            if done == total {
+                eprintln!();
+            }
+            true
+        })?;
+        if origin == StatsOrigin::Cached {
+            eprintln!(
+                "{id} layer statistics: cached ({} captions, {} tokens)",
+                stats.samples, stats.tokens
+            );
         }
-        true
-    })?;
-    if origin == StatsOrigin::Cached {
+        let outcome = editor.edit(text, &job, &base, &mut |_, _| true, &mut |_, report| {
+            eprintln!(
+                "{id} iteration {:>3}  loss {:.5}  p(target) {:.4}",
+                report.iteration, report.loss, report.probability
+            );
+            ControlFlow::Continue(())
+        })?;
+        let out = if several {
+            encoder_sibling(&args.out, id)
+        } else {
+            args.out.clone()
+        };
+        save_delta(
+            &out,
+            &outcome.delta,
+            &[
+                ("request", serde_json::to_string(&request)?),
+                ("model_fingerprint", text.fingerprint.clone()),
+            ],
+        )
+        .with_context(|| format!("writing {}", out.display()))?;
         eprintln!(
-            "layer statistics: cached ({} captions, {} tokens)",
-            stats.samples, stats.tokens
+            "wrote the {id} delta (layer {}) to {}",
+            outcome.delta.layer,
+            out.display()
+        );
+        all_metrics.insert(
+            id.as_str().into(),
+            serde_json::to_value(&outcome.facts[0].metrics)?,
         );
     }
-
-    let outcome = editor.edit(&text, &job, &base, &mut |_, _| true, &mut |_, report| {
-        eprintln!(
-            "iteration {:>3}  loss {:.5}  p(target) {:.4}",
-            report.iteration, report.loss, report.probability
-        );
-        ControlFlow::Continue(())
-    })?;
-    let request_json = serde_json::to_string(&request)?;
-    save_delta(
-        &args.out,
-        &outcome.delta,
-        &[
-            ("request", request_json),
-            ("model_fingerprint", text.fingerprint.clone()),
-        ],
-    )
-    .with_context(|| format!("writing {}", args.out.display()))?;
+    let metrics = if several {
+        serde_json::Value::Object(all_metrics)
+    } else {
+        all_metrics
+            .into_iter()
+            .next()
+            .map(|(_, m)| m)
+            .unwrap_or_default()
+    };
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, &outcome.facts[0].metrics)?;
+    serde_json::to_writer_pretty(&mut stdout, &metrics)?;
     writeln!(stdout)?;
-    eprintln!(
-        "wrote delta (layer {}) to {}",
-        outcome.delta.layer,
-        args.out.display()
-    );
     Ok(())
+}
+
+fn parse_target(value: &str) -> Result<EncoderTarget, String> {
+    serde_json::from_value(serde_json::Value::String(value.into()))
+        .map_err(|_| format!("`{value}`: expected all, text or text_2"))
 }
