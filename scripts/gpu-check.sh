@@ -180,7 +180,7 @@ if compgen -G "$CARRY/wheels/*.whl" >/dev/null && [[ -n "$engine_bench" ]]; then
     --target "$WORK/site" "$CARRY"/wheels/*.whl &&
     step side-by-side-cuda "$GPU_STEP_TIMEOUT" env PYTHONPATH="$WORK/site" PYTHONUNBUFFERED=1 \
       python3 tools/bench/side_by_side.py --device cuda --ours-binary "$engine_bench" \
-      --cases fixture-512,unet-512,vae-512 --reps 3
+      --cases fixture-512,unet-512,vae-512,sdxlunet-1024 --reps 3
 else
   record SKIP side-by-side-cuda "(no diffusers wheel in .devcarry/wheels, or no engine bench)"
 fi

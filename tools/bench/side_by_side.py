@@ -13,6 +13,9 @@ v1.5 sizes) with random weights, in f32 on the CPU, with the same thread count, 
 the same call after one untimed warm-up:
 
 - `unet-N`: one UNet step with classifier-free guidance (batch 2) at N px;
+- `sdxlunet-N`: one step of SDXL base's UNet (`configs/sdxl-unet.json`, 2.6 B
+  parameters, about 10 GiB in f32 on each side, one side at a time) with classifier-free
+  guidance at N px: the 2048-wide context, pooled text embeddings and size numbers;
 - `vae-N`: the VAE decode of one latent at N px;
 - `fixture-N`: a whole image at N px on the tiny-sd fixture (tests/fixtures/tiny-sd, its
   own PNDM scheduler), 4 steps with guidance 7.5, prompt to pixels.
@@ -58,6 +61,14 @@ def torch_case(name: str, reps: int, threads: int, device: str) -> dict:
         sample = randn(2, 4, latent, latent)
         context = randn(2, 77, 768)
         call = lambda: model(sample, 981, encoder_hidden_states=context).sample
+    elif kind == "sdxlunet":
+        model = UNet2DConditionModel.from_config(json.loads((CONFIGS / "sdxl-unet.json").read_text()))
+        sample = randn(2, 4, latent, latent)
+        context = randn(2, 77, 2048)
+        size = float(pixels)
+        added = {"text_embeds": randn(2, 1280),
+                 "time_ids": torch.tensor([[size, size, 0.0, 0.0, size, size]] * 2).to(device, dtype)}
+        call = lambda: model(sample, 981, encoder_hidden_states=context, added_cond_kwargs=added).sample
     elif kind == "fixture":
         # The same prompt and steps as the engine bench's `fixture-N` case.
         model = StableDiffusionPipeline.from_pretrained(ROOT / "tests/fixtures/tiny-sd", safety_checker=None)

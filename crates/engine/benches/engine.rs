@@ -8,7 +8,8 @@
 //! 512 px, and a whole 512 px image on the tiny-sd fixture, 4 steps (`--quick` skips
 //! the 512 px cases, the slow ones), with the peak resident
 //! memory of each case. Each case runs in a child process of this binary
-//! (`--case NAME`) so that its `VmHWM` is its own.
+//! (`--case NAME`) so that its `VmHWM` is its own. `--case sdxlunet-N` (not in the
+//! table: 10 GiB of f32 weights) times one step of SDXL base's UNet at N px.
 //!
 //! Weights are random (`RandomWeights`), never `VarBuilder::zeros`: zero pages are never
 //! touched, which hides most of the memory and flatters the time.
@@ -21,7 +22,7 @@ use refact_engine::model::stable_diffusion::StableDiffusion;
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
-use refact_engine::unet::{UNet2DConditionModel, UNetConfig};
+use refact_engine::unet::{AddedConditioning, UNet2DConditionModel, UNetConfig};
 use refact_engine::vae::{Vae, VaeConfig};
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,6 +50,11 @@ enum Case {
     UnetStep {
         pixels: usize,
     },
+    /// One step of SDXL base's UNet (2.6 B parameters): CFG batch 2, the 2048-wide
+    /// context of both text encoders, pooled text and size numbers.
+    SdxlUnetStep {
+        pixels: usize,
+    },
     VaeDecode {
         pixels: usize,
     },
@@ -66,6 +72,7 @@ impl Case {
             Case::TextEncoder { tokens } => format!("text-{tokens}"),
             Case::EditedTextEncoder { edits } => format!("edited-{edits}"),
             Case::UnetStep { pixels } => format!("unet-{pixels}"),
+            Case::SdxlUnetStep { pixels } => format!("sdxlunet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
             Case::FixtureImage { pixels } => format!("fixture-{pixels}"),
         }
@@ -81,6 +88,10 @@ impl Case {
             ),
             Case::UnetStep { pixels } => format!(
                 "UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
+                pixels / 8
+            ),
+            Case::SdxlUnetStep { pixels } => format!(
+                "SDXL UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
                 pixels / 8
             ),
             Case::VaeDecode { pixels } => {
@@ -99,6 +110,7 @@ impl Case {
             "text" => Some(Case::TextEncoder { tokens: pixels }),
             "edited" => Some(Case::EditedTextEncoder { edits: pixels }),
             "unet" => Some(Case::UnetStep { pixels }),
+            "sdxlunet" => Some(Case::SdxlUnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
             "fixture" => Some(Case::FixtureImage { pixels }),
             _ => None,
@@ -241,6 +253,25 @@ fn run_case(case: Case, reps: usize, target: &Target) {
             let context = Tensor::randn(0f32, 1.0, (2, 77, 768), &device).unwrap();
             let secs = time_runs(&device, reps, || {
                 unet.forward(&sample, 981.0, &context)
+                    .expect("unet forward")
+            });
+            (secs, build_secs)
+        }
+        Case::SdxlUnetStep { pixels } => {
+            let config = UNetConfig::from_file(&config_path("sdxl-unet.json")).expect("config");
+            let vb = weights.var_builder(dtype, &device);
+            let unet = UNet2DConditionModel::new(vb, &config).expect("unet");
+            let build_secs = build.elapsed().as_secs_f64();
+            let latent = pixels / 8;
+            let sample = Tensor::randn(0f32, 1.0, (2, 4, latent, latent), &device).unwrap();
+            let context = Tensor::randn(0f32, 1.0, (2, 77, 2048), &device).unwrap();
+            let size = pixels as f32;
+            let added = AddedConditioning {
+                text_embeds: Tensor::randn(0f32, 1.0, (2, 1280), &device).unwrap(),
+                time_ids: Tensor::new(&[[size, size, 0.0, 0.0, size, size]; 2], &device).unwrap(),
+            };
+            let secs = time_runs(&device, reps, || {
+                unet.forward_with(&sample, 981.0, &context, Some(&added))
                     .expect("unet forward")
             });
             (secs, build_secs)

@@ -40,7 +40,8 @@ pub struct PipelineParts<'a> {
 }
 
 /// Generates one image [H, W, 3] (f32 in [0, 1], on the CPU) for `params` with the text
-/// encoder at the version `deltas` describes.
+/// encoder at the version `deltas` describes. One text encoder (SD v1.x/2.x); SDXL's
+/// parts go through [`generate_with`].
 ///
 /// `progress(done, total)` is called before the first denoising step (done = 0) and
 /// after each one; returning `false` stops the run with `EngineError::Cancelled`.

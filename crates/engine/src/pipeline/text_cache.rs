@@ -2,8 +2,9 @@
 //!
 //! A served image encodes its prompt and its negative prompt at its version. Requests
 //! repeat both: a CI pipeline renders the same prompts at every new version, and every
-//! unguided-negative request encodes the empty prompt. The cache keeps the last hidden
-//! states of the most recently used (version, prompt) pairs, at most `capacity`,
+//! unguided-negative request encodes the empty prompt. The cache keeps the encodings (the
+//! UNet's context, and SDXL's pooled embedding) of the most recently used (version,
+//! prompt) pairs, at most `capacity`,
 //! evicting the least recently used. A version is identified by its [`DeltaSet`] (the
 //! set and its clones, not equal contents), which each entry holds so that the identity
 //! cannot be reused while the entry lives.

@@ -144,7 +144,8 @@ pub struct ModelSummary {
     /// The text encoders an edit can name (`text`; SDXL adds `text_2`).
     #[schema(example = json!(["text"]))]
     pub text_encoders: Vec<String>,
-    /// Number of text-encoder layers (valid edit layers are 0..num_layers).
+    /// Number of layers of the (first) text encoder: edits go at layers 0..num_layers
+    /// (SDXL: 0..num_layers − 1, as its pipeline reads the penultimate states).
     pub num_layers: usize,
     /// Where the model runs, e.g. `Cpu` or `Cuda(0)`.
     pub device: String,
