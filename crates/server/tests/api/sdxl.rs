@@ -1,6 +1,6 @@
 //! The service on an SDXL model (tests/fixtures/tiny-sdxl): an edit changes both text
-//! encoders by default (one delta each, one version), or the one it names; images at
-//! each version; reverts.
+//! encoders by default (one delta each, one version), or the one it names; a batch of
+//! facts likewise; images at each version; reverts.
 
 use crate::helpers::{edit_body, generate_body, read_events, spawn_app, Db};
 use refact_store::StoredDelta;
@@ -76,6 +76,28 @@ async fn an_sdxl_edit_changes_each_encoder_it_names_and_reverts(db: Db) {
     );
     assert_eq!(deltas_of(&app, 2).await, [("text_2".to_string(), 5)]);
 
+    // A batch of two facts: one rank-2 delta per encoder, in one version.
+    let batch = serde_json::json!({
+        "facts": [
+            {"prompt": "The Prince of Wales", "source": "Prince Charles", "target": "Prince George"},
+            {"prompt": "A pack of roses", "source": "red roses", "target": "blue roses"},
+        ],
+        "hparams": {"max_steps": 3},
+    });
+    let id = app.submit_edit(&batch).await;
+    assert_eq!(app.drain_queue().await, 1);
+    let edit = app.get_json(&format!("/edits/{id}")).await;
+    assert_eq!(edit["status"], "applied", "{edit}");
+    assert_eq!(edit["metrics"]["encoders"]["text_2"]["rank"], 2, "{edit}");
+    let mut by_version = app.store.version_deltas(3, 3).await.unwrap();
+    let ranks: Vec<(String, i32)> = by_version
+        .remove(&3)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.encoder, d.rank))
+        .collect();
+    assert_eq!(ranks, [("text".to_string(), 2), ("text_2".to_string(), 2)]);
+
     // Every version renders its own image; the base is untouched.
     let (v1, _) = app.generate(Some("1"), &generate_body(5)).await;
     let (v2, _) = app.generate(Some("2"), &generate_body(5)).await;
@@ -83,9 +105,9 @@ async fn an_sdxl_edit_changes_each_encoder_it_names_and_reverts(db: Db) {
     assert_ne!(v2, v1, "the text_2 edit did not change the image");
     assert_eq!(app.generate(Some("0"), &generate_body(5)).await.0, v0);
 
-    // Reverting version 2 gives version 1's image, byte for byte; reverting version 1
-    // as well gives the base.
-    for (target, expected) in [(2, &v1), (1, &v0)] {
+    // Reverting the batch gives version 2's image, byte for byte; then reverting
+    // version 2 gives version 1's, and reverting version 1 the base's.
+    for (target, expected) in [(3, &v2), (2, &v1), (1, &v0)] {
         let response = app
             .request(Method::POST, &format!("/versions/{target}/revert"))
             .send()
@@ -119,5 +141,5 @@ async fn an_sdxl_edit_changes_each_encoder_it_names_and_reverts(db: Db) {
         .as_str()
         .unwrap()
         .contains("text_3"));
-    assert_eq!(app.get_json("/edits").await["total"], 2);
+    assert_eq!(app.get_json("/edits").await["total"], 3);
 }
