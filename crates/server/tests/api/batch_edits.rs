@@ -2,7 +2,7 @@
 //! rank-n delta, with per-fact progress in the event stream; bad batches refused naming
 //! the fact, with nothing stored.
 
-use crate::helpers::{generate_body, read_events, spawn_app, Db};
+use crate::helpers::{generate_body, spawn_app, Db};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -40,14 +40,7 @@ async fn a_batch_of_facts_becomes_one_version(db: Db) {
     assert_eq!(edit["request"]["facts"].as_array().unwrap().len(), 3);
 
     // Per-fact progress in the event stream: every fact's iterations, each in order.
-    let events = app
-        .request(reqwest::Method::GET, &format!("/edits/{id}/events"))
-        .send()
-        .await
-        .unwrap();
-    let reader = tokio::spawn(read_events(events));
-    assert_eq!(app.drain_queue().await, 1);
-    let events = reader.await.unwrap();
+    let events = app.run_watching(&id).await;
     let mut iterations_by_fact = vec![Vec::new(); 3];
     for (_, step) in events.iter().filter(|(name, _)| name == "progress") {
         let fact = step["fact"]

@@ -211,6 +211,19 @@ impl TestApp {
         }
         count
     }
+
+    /// Subscribes to edit `id`'s event stream, runs the queue (which must hold that one
+    /// edit), and returns every event the stream carried to its end.
+    pub async fn run_watching(&self, id: &str) -> Vec<(String, Value)> {
+        let events = self
+            .request(reqwest::Method::GET, &format!("/edits/{id}/events"))
+            .send()
+            .await
+            .unwrap();
+        let reader = tokio::spawn(read_events(events));
+        assert_eq!(self.drain_queue().await, 1);
+        reader.await.unwrap()
+    }
 }
 
 /// Reads a Server-Sent Events response to its end: (event name, JSON data) pairs.

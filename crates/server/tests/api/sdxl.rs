@@ -2,7 +2,7 @@
 //! encoders by default (one delta each, one version), or the one it names; a batch of
 //! facts likewise; images at each version; reverts.
 
-use crate::helpers::{edit_body, generate_body, read_events, spawn_app, Db};
+use crate::helpers::{edit_body, generate_body, spawn_app, Db};
 use refact_store::StoredDelta;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -32,14 +32,7 @@ async fn an_sdxl_edit_changes_each_encoder_it_names_and_reverts(db: Db) {
 
     // No `encoder`: both, each at its default layer (7 of 12), one version.
     let id = app.submit_edit(&edit_body("Prince William")).await;
-    let events = app
-        .request(Method::GET, &format!("/edits/{id}/events"))
-        .send()
-        .await
-        .unwrap();
-    let reader = tokio::spawn(read_events(events));
-    assert_eq!(app.drain_queue().await, 1);
-    let events = reader.await.unwrap();
+    let events = app.run_watching(&id).await;
     let encoders: Vec<&str> = events
         .iter()
         .filter(|(name, _)| name == "progress")
