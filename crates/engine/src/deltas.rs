@@ -208,11 +208,6 @@ impl DeltaSet {
         Ok(prepared)
     }
 
-    /// Whether any delta edits `encoder`.
-    pub fn edits(&self, encoder: TextEncoderId) -> bool {
-        self.deltas.iter().any(|d| d.encoder == encoder)
-    }
-
     /// Identifies this set and its clones (not sets of equal contents): the address of
     /// their shared prepared form. Valid while one of them is alive.
     pub fn identity(&self) -> usize {

@@ -41,15 +41,11 @@ struct Fixture {
 
 fn load(name: &str) -> Fixture {
     let dir = refact_testkit::fixture(name);
-    let models = if name == "tiny-sdxl" {
-        let (first, second) = TextModel::load_sdxl(&dir, &Device::Cpu).unwrap();
-        HashMap::from([(TextEncoderId::Text, first), (TextEncoderId::Text2, second)])
-    } else {
-        HashMap::from([(
-            TextEncoderId::Text,
-            TextModel::load(&dir, &Device::Cpu).unwrap(),
-        )])
-    };
+    let models = TextModel::load_all(&dir, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|text| (text.encoder.id(), text))
+        .collect();
     Fixture {
         models,
         json: golden_json_in(&dir),

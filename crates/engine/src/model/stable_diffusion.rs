@@ -86,12 +86,9 @@ impl StableDiffusion {
     pub fn load_folder(folder: &Path, name: &str, device: &Device, dtype: DType) -> Result<Self> {
         super::source::check_folder(folder)?;
         let index = ModelIndex::read(folder)?;
-        let (text, text_2) = if index.is_sdxl() {
-            let (first, second) = TextModel::load_sdxl(folder, device)?;
-            (first, Some(second))
-        } else {
-            (TextModel::load(folder, device)?, None)
-        };
+        let mut texts = TextModel::load_all(folder, device)?.into_iter();
+        let text = texts.next().expect("a folder has a text encoder");
+        let text_2 = texts.next();
         let family = index.family(folder, text.encoder.config())?;
         let unet = UNet2DConditionModel::load(folder, device, dtype)?;
         let vae = Vae::load(folder, device, dtype)?;
@@ -149,6 +146,11 @@ impl StableDiffusion {
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Vec<Tensor>> {
         generate_batch(&self.parts(), rows, progress)
+    }
+
+    /// The text sides, in pipeline order: [`Self::text`], then SDXL's [`Self::text_2`].
+    pub fn text_models(&self) -> impl Iterator<Item = &TextModel> {
+        std::iter::once(&self.text).chain(&self.text_2)
     }
 
     /// The model's parts as the pipeline takes them.

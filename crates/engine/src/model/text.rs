@@ -34,8 +34,12 @@ impl TextModel {
         })
     }
 
-    /// Every text side of a diffusers folder, in pipeline order: one for SD v1.x/2.x,
-    /// two for SDXL ([`Self::load_sdxl`]), as `model_index.json` says.
+    /// Every text side of a diffusers folder, in pipeline order, as `model_index.json`
+    /// says: one for SD v1.x/2.x; for SDXL, `tokenizer/` + `text_encoder/` (CLIP ViT-L
+    /// in the real model), read at its penultimate layer, and `tokenizer_2/` +
+    /// `text_encoder_2/` (transformers' `CLIPTextModelWithProjection`, OpenCLIP bigG),
+    /// read at its penultimate layer and through its `text_projection`. Every side
+    /// carries the folder's fingerprint, which covers both encoders.
     pub fn load_all(dir: &Path, device: &Device) -> Result<Vec<Self>> {
         if super::family::ModelIndex::read(dir)?.is_sdxl() {
             let (first, second) = Self::load_sdxl(dir, device)?;
@@ -45,12 +49,7 @@ impl TextModel {
         }
     }
 
-    /// SDXL's two text sides: `tokenizer/` + `text_encoder/` (CLIP ViT-L in the real
-    /// model), read at its penultimate layer, and `tokenizer_2/` + `text_encoder_2/`
-    /// (transformers' `CLIPTextModelWithProjection`, OpenCLIP bigG), read at its
-    /// penultimate layer and through its `text_projection`. Both carry the folder's
-    /// fingerprint, which covers both encoders.
-    pub fn load_sdxl(dir: &Path, device: &Device) -> Result<(Self, Self)> {
+    fn load_sdxl(dir: &Path, device: &Device) -> Result<(Self, Self)> {
         let mut first = Self::load(dir, device)?;
         first.encoder = first
             .encoder

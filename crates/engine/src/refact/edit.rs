@@ -197,19 +197,7 @@ pub fn compute_batch_edit(
         )));
     }
     check_batch_size(edits.len(), encoder.config().intermediate_size)?;
-    if layer >= encoder.editable_layers() {
-        return Err(EngineError::invalid(
-            crate::InvalidKind::LayerOutOfRange,
-            "layer",
-            format!(
-                "layer {layer}: the {} encoder's images read its states before layer {}, \
-                 so edits go at layers 0..{}",
-                encoder.id(),
-                encoder.editable_layers(),
-                encoder.editable_layers().saturating_sub(1)
-            ),
-        ));
-    }
+    encoder.check_edit_layer(layer)?;
     if stats.layer != layer || stats.dim != encoder.config().intermediate_size {
         return Err(EngineError::Numerical(format!(
             "statistics are for layer {} (size {}), the edit is at layer {layer}",

@@ -41,19 +41,8 @@ impl Editor {
     pub fn validate(&self, text: &TextModel, job: &EditJob) -> Result<Vec<ValidatedEdit>> {
         let encoder = &text.encoder;
         let facts = job.validate(&text.tokenizer, encoder.num_layers())?;
-        let editable = encoder.editable_layers();
-        if let Some(fact) = facts.iter().find(|f| f.layer >= editable) {
-            return Err(EngineError::invalid(
-                crate::InvalidKind::LayerOutOfRange,
-                "layer",
-                format!(
-                    "layer {}: the images read the {} encoder's states before its last \
-                     layer, so edits go at layers 0..{}",
-                    fact.layer,
-                    encoder.id(),
-                    editable.saturating_sub(1)
-                ),
-            ));
+        for fact in &facts {
+            encoder.check_edit_layer(fact.layer)?;
         }
         if job.is_batch() {
             check_batch_size(facts.len(), encoder.config().intermediate_size)?;

@@ -135,7 +135,8 @@ impl<'a> UpperLayers<'a> {
         }
         let penultimate = x.index_select(&self.eos_index, 0)?;
         if matches!(readout, Readout::Penultimate) {
-            return self.encoder.read_out(&penultimate, &penultimate);
+            // Nothing above is read: the last layer is not run.
+            return Ok(penultimate);
         }
         let last_state = if self.start < layers {
             // Only the EOS rows are needed of the last layer.

@@ -157,6 +157,25 @@ impl ClipTextEncoder {
         }
     }
 
+    /// Refuses an edit at `layer` when the pipeline never reads its effect (SDXL's last
+    /// layer; see [`Self::editable_layers`]).
+    pub fn check_edit_layer(&self, layer: usize) -> Result<()> {
+        let editable = self.editable_layers();
+        if layer < editable {
+            return Ok(());
+        }
+        Err(EngineError::invalid(
+            crate::InvalidKind::LayerOutOfRange,
+            "layer",
+            format!(
+                "layer {layer}: the images read the {} encoder's states before layer \
+                 {editable}, so edits go at layers 0..{}",
+                self.id,
+                editable.saturating_sub(1)
+            ),
+        ))
+    }
+
     /// What the pipeline reads of each prompt of `ids` [b, t] at the version `deltas`
     /// ([`Readout`]) [b, r]: the vectors ReFACT's candidates and text check compare.
     pub fn representation(&self, ids: &Tensor, deltas: &DeltaSet) -> Result<Tensor> {
@@ -187,8 +206,10 @@ impl ClipTextEncoder {
         Ok(match &self.readout {
             Readout::Pooled => pooled.clone(),
             Readout::Penultimate => penultimate.clone(),
-            Readout::PenultimateAndProjection(projection) => {
-                let projected = pooled.matmul(&projection.t()?)?;
+            Readout::PenultimateAndProjection(_) => {
+                let projected = self
+                    .project(pooled)?
+                    .expect("this readout has a projection");
                 Tensor::cat(&[penultimate, &projected], 1)?
             }
         })

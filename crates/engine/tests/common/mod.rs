@@ -30,12 +30,8 @@ impl Fixture {
 
     pub fn load_from(dir: &Path) -> Self {
         let index = ModelIndex::read(dir).unwrap();
-        let (text, text_2) = if index.is_sdxl() {
-            let (first, second) = TextModel::load_sdxl(dir, &Device::Cpu).unwrap();
-            (first, Some(second))
-        } else {
-            (TextModel::load(dir, &Device::Cpu).unwrap(), None)
-        };
+        let mut texts = TextModel::load_all(dir, &Device::Cpu).unwrap().into_iter();
+        let (text, text_2) = (texts.next().unwrap(), texts.next());
         Self {
             text,
             text_2,

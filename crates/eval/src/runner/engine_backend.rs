@@ -123,7 +123,7 @@ impl Backend for EngineBackend {
         // touches only that encoder. The first encoder's metrics are reported.
         let mut version = on.clone();
         let mut first = None;
-        for text in std::iter::once(&self.model.text).chain(&self.model.text_2) {
+        for text in self.model.text_models() {
             let outcome = self
                 .editor
                 .edit(text, &job, on, &mut |_, _| true, &mut |_, _| {

@@ -58,8 +58,8 @@ impl EngineBackend {
             fingerprint: info.fingerprint.clone(),
             is_demo: info.is_demo,
             family: info.family.name().into(),
-            text_encoders: std::iter::once(&model.text)
-                .chain(&model.text_2)
+            text_encoders: model
+                .text_models()
                 .map(|text| text.encoder.id().as_str().to_string())
                 .collect(),
             num_layers: info.num_layers,
@@ -97,19 +97,17 @@ impl EngineBackend {
         }
     }
 
-    /// The model's text sides, in pipeline order.
-    fn text_models(&self) -> impl Iterator<Item = &TextModel> {
-        std::iter::once(&self.model.text).chain(&self.model.text_2)
-    }
-
     /// The text side of encoder `id`, if the model has it.
     fn text_model(&self, id: TextEncoderId) -> Option<&TextModel> {
-        self.text_models().find(|text| text.encoder.id() == id)
+        self.model
+            .text_models()
+            .find(|text| text.encoder.id() == id)
     }
 
     /// The text sides `job` edits (its `encoder`, by default all the model has).
     fn targets(&self, job: &EditJob) -> Result<Vec<&TextModel>, EngineError> {
-        let available: Vec<TextEncoderId> = self.text_models().map(|t| t.encoder.id()).collect();
+        let available: Vec<TextEncoderId> =
+            self.model.text_models().map(|t| t.encoder.id()).collect();
         Ok(job
             .encoder()
             .select(&available)?
@@ -199,7 +197,7 @@ impl ModelBackend for EngineBackend {
     /// at this version shares them, so switching versions rebuilds nothing.
     fn compose(&self, deltas: &[Arc<Delta>]) -> Result<DeltaSet, EngineError> {
         let version = DeltaSet::new(deltas.to_vec());
-        for text in std::iter::once(&self.model.text).chain(&self.model.text_2) {
+        for text in self.model.text_models() {
             text.encoder.prepare(&version)?;
         }
         Ok(version)
