@@ -206,7 +206,7 @@ impl Editor {
         let rows: Vec<_> = cases
             .iter()
             .map(|case| {
-                vec![check_edit(&self.model, &DeltaSet::empty(), version, case).expect("check")]
+                vec![check_edit(&[&self.model], &DeltaSet::empty(), version, case).expect("check")]
             })
             .collect();
         summarise(&rows)

@@ -1,7 +1,8 @@
 //! The text-space check: the paper's three metrics on the text encoder's representations
 //! instead of on images, as a pre-check that takes seconds.
 //!
-//! With E the unedited encoder and E' the edited one (pooled outputs, L2 distance):
+//! With E the unedited encoder and E' the edited one (the representations the pipeline
+//! reads, [`EncodersAt`]; L2 distance):
 //! - efficacy: E'(edit prompt) is nearer E(target) than E(source);
 //! - generality: for each positive, E'(prompt) is nearer E(new) than E(old);
 //! - specificity: for each negative, E'(prompt) is nearer E(prompt) than E(new).
@@ -32,41 +33,53 @@ where
     }
 }
 
-/// The engine's text encoder at one version, read as its pipeline reads it (the
-/// encoder's `Readout`: the pooler output for SD v1.x/2.x, the penultimate state for
-/// SDXL's encoders): the representation ReFACT optimises.
-pub struct EncoderAt<'a> {
-    pub model: &'a TextModel,
+/// A model's text side at one version, read as its pipeline reads it: each text
+/// encoder's `Readout` (the pooler output for SD v1.x/2.x; for SDXL the penultimate
+/// state at the EOS token, and the second encoder's projected pooled state after it),
+/// concatenated in the pipeline's order. For SDXL that is the UNet's context row at the
+/// EOS token followed by its pooled text embedding, so an edit of either encoder is seen
+/// where the image sees it. Each encoder applies only its own deltas.
+pub struct EncodersAt<'a> {
+    /// The model's text encoders in pipeline order (`StableDiffusion::text_models`).
+    pub models: &'a [&'a TextModel],
     pub deltas: &'a DeltaSet,
 }
 
-impl TextRepresentations for EncoderAt<'_> {
+impl TextRepresentations for EncodersAt<'_> {
     fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let represented =
-            self.model
+        let mut rows = vec![Vec::new(); texts.len()];
+        for model in self.models {
+            let represented = model
                 .encoder
-                .represent_texts(&self.model.tokenizer, &texts, self.deltas)?;
-        Ok(represented.to_dtype(DType::F32)?.to_vec2()?)
+                .represent_texts(&model.tokenizer, &texts, self.deltas)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
+            for (row, part) in rows.iter_mut().zip(represented) {
+                row.extend(part);
+            }
+        }
+        Ok(rows)
     }
 }
 
-/// The text-space tests of an edit: `parent` is the version the edit was computed on
-/// (its encoder gives the reference points), `edited` the version with the edit.
+/// The text-space tests of an edit on a model's text encoders (`models`, in pipeline
+/// order): `parent` is the version the edit was computed on (its encoders give the
+/// reference points), `edited` the version with the edit.
 pub fn check_edit(
-    model: &TextModel,
+    models: &[&TextModel],
     parent: &DeltaSet,
     edited: &DeltaSet,
     case: &EvalCase,
 ) -> Result<SeedTests> {
     text_space_tests(
         case,
-        &EncoderAt {
-            model,
+        &EncodersAt {
+            models,
             deltas: parent,
         },
-        &EncoderAt {
-            model,
+        &EncodersAt {
+            models,
             deltas: edited,
         },
     )

@@ -6,8 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
 use refact_eval::dataset::{EvalCase, Negative, Positive};
-use refact_eval::text_check::{check_edit, EncoderAt, TextRepresentations};
-use refact_testkit::{fixture_dir, goldens};
+use refact_engine::deltas::TextEncoderId;
+use refact_eval::text_check::{check_edit, EncodersAt, TextRepresentations};
+use refact_testkit::{fixture, fixture_dir, golden_json_in, goldens, goldens_in};
 use std::sync::Arc;
 
 fn case() -> EvalCase {
@@ -79,8 +80,8 @@ fn edited_prompts_are_compared_with_unedited_references() {
         c.positives[0].prompt.clone(),
         c.negatives[0].prompt.clone(),
     ];
-    let ours = EncoderAt {
-        model: &model,
+    let ours = EncodersAt {
+        models: &[&model],
         deltas: &edited,
     }
     .encode(&queries)
@@ -94,8 +95,8 @@ fn edited_prompts_are_compared_with_unedited_references() {
     }
 
     // References by the unedited encoder.
-    let unedited = EncoderAt {
-        model: &model,
+    let unedited = EncodersAt {
+        models: &[&model],
         deltas: &parent,
     };
     let refs = unedited
@@ -108,7 +109,7 @@ fn edited_prompts_are_compared_with_unedited_references() {
             c.negatives[0].new.clone(),
         ])
         .unwrap();
-    let tests = check_edit(&model, &parent, &edited, &c).unwrap();
+    let tests = check_edit(&[&model], &parent, &edited, &c).unwrap();
     let close = |got: f32, want: f32| (got - want).abs() < 1e-4;
     assert!(close(tests.efficacy.wanted, -l2(&ours[0], &refs[0])));
     assert!(close(tests.efficacy.other, -l2(&ours[0], &refs[1])));
@@ -119,7 +120,75 @@ fn edited_prompts_are_compared_with_unedited_references() {
 
     // With no edit the edit prompt's own encoding is used: the check sees the same
     // prompt representation on both sides, so nothing is nearer than before.
-    let none = check_edit(&model, &parent, &parent, &c).unwrap();
+    let none = check_edit(&[&model], &parent, &parent, &c).unwrap();
     let before = unedited.encode(&queries).unwrap();
     assert!(close(none.efficacy.wanted, -l2(&before[0], &refs[0])));
+}
+
+/// SDXL: the reference's edit of the second encoder alone. The check reads both encoders
+/// as the pipeline does (the first encoder's part unchanged, the second's moved), so the
+/// edit is seen; the first encoder alone would measure the unedited model.
+#[test]
+fn an_sdxl_edit_of_the_second_encoder_is_measured_where_the_pipeline_reads_it() {
+    let dir = fixture("tiny-sdxl");
+    let (g, json) = (goldens_in(&dir), golden_json_in(&dir));
+    let models = TextModel::load_all(&dir, &Device::Cpu).unwrap();
+    let [first, second] = [&models[0], &models[1]];
+    let case_json = &json["text_2.refact"];
+    assert_eq!(case_json["encoder"], "text_2");
+    let vector = |key: &str| -> Vec<f32> {
+        g[key]
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let parent = DeltaSet::empty();
+    let edited = parent.with(Arc::new(Delta {
+        encoder: TextEncoderId::Text2,
+        layer: case_json["hparams"]["layer"].as_u64().unwrap() as usize,
+        rank: 1,
+        u: vector("text_2.refact.u"),
+        v: vector("text_2.refact.v"),
+    }));
+    let request = &case_json["request"];
+    let text = |k: &str| request[k].as_str().unwrap().to_string();
+    let c = EvalCase {
+        edit_prompt: text("prompt"),
+        source: text("source"),
+        target: text("target"),
+        positives: Vec::new(),
+        negatives: Vec::new(),
+        ..case()
+    };
+
+    // The pipeline's reading is the first encoder's representation, then the second's.
+    let both = [first, second];
+    let prompt = [c.edit_prompt.clone()];
+    let read = |models: &[&TextModel], deltas: &DeltaSet| {
+        EncodersAt { models, deltas }.encode(&prompt).unwrap().remove(0)
+    };
+    let joined = read(&both, &edited);
+    let (first_part, second_part) = (read(&[first], &edited), read(&[second], &edited));
+    assert_eq!(joined, [first_part.clone(), second_part.clone()].concat());
+    // The first encoder ignores the second's delta; the second's part moved.
+    assert_eq!(first_part, read(&[first], &parent));
+    let moved = l2(&second_part, &read(&[second], &parent));
+    assert!(moved > 1e-3, "the second encoder's part moved by {moved}");
+
+    // Measured on both encoders the edit prompt comes nearer its target; measured on the
+    // first alone nothing happened.
+    let unedited = check_edit(&both, &parent, &parent, &c).unwrap();
+    let tests = check_edit(&both, &parent, &edited, &c).unwrap();
+    assert!(
+        tests.efficacy.wanted > unedited.efficacy.wanted + 1e-3,
+        "distance to the target: {} edited vs {} unedited",
+        -tests.efficacy.wanted,
+        -unedited.efficacy.wanted
+    );
+    let first_only = check_edit(&[first], &parent, &edited, &c).unwrap();
+    let first_unedited = check_edit(&[first], &parent, &parent, &c).unwrap();
+    assert_eq!(first_only.efficacy.wanted, first_unedited.efficacy.wanted);
 }

@@ -183,8 +183,8 @@ impl Backend for EngineBackend {
     }
 
     fn text_space(&self, case: &EvalCase, version: &DeltaSet) -> Result<Option<SeedTests>> {
-        let tests =
-            crate::text_check::check_edit(&self.model.text, &DeltaSet::empty(), version, case)?;
+        let encoders: Vec<_> = self.model.text_models().collect();
+        let tests = crate::text_check::check_edit(&encoders, &DeltaSet::empty(), version, case)?;
         Ok(Some(tests))
     }
 

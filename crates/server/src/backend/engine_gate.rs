@@ -47,12 +47,15 @@ impl EngineBackend {
                 }
             })
             .collect();
+        // Every text encoder, as the pipeline reads them: an SDXL edit of one encoder is
+        // measured where the image sees it, beside the encoder it left alone.
+        let encoders: Vec<_> = self.model.text_models().collect();
         let mut text = Vec::with_capacity(cases.len());
         for case in &cases {
             if stopped() {
                 return Err(EngineError::Cancelled);
             }
-            text.push(check_edit(&self.model.text, parent, &edited, case).map_err(engine_error)?);
+            text.push(check_edit(&encoders, parent, &edited, case).map_err(engine_error)?);
         }
         let images = match &gate.images {
             None => None,
