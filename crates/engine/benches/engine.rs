@@ -9,7 +9,8 @@
 //! the 512 px cases, the slow ones), with the peak resident
 //! memory of each case. Each case runs in a child process of this binary
 //! (`--case NAME`) so that its `VmHWM` is its own. `--case sdxlunet-N` (not in the
-//! table: 10 GiB of f32 weights) times one step of SDXL base's UNet at N px.
+//! table: 10 GiB of f32 weights) times one step of SDXL base's UNet at N px;
+//! `--case vaetiled-N` the VAE decode at N px in tiles of 512 px (`VaeTiling`).
 //!
 //! Weights are random (`RandomWeights`), never `VarBuilder::zeros`: zero pages are never
 //! touched, which hides most of the memory and flatters the time.
@@ -23,7 +24,7 @@ use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use refact_engine::unet::{AddedConditioning, UNet2DConditionModel, UNetConfig};
-use refact_engine::vae::{Vae, VaeConfig};
+use refact_engine::vae::{Vae, VaeConfig, VaeTiling};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -64,7 +65,15 @@ enum Case {
     FixtureImage {
         pixels: usize,
     },
+    /// The VAE decode in tiles of 64 latent cells (512 px), `VaeTiling`: what tiling
+    /// saves in peak memory and costs in time against `vae-N`.
+    TiledVaeDecode {
+        pixels: usize,
+    },
 }
+
+/// Latent cells per side of a `vaetiled-N` tile.
+const BENCH_VAE_TILE: usize = 64;
 
 impl Case {
     fn name(self) -> String {
@@ -75,6 +84,7 @@ impl Case {
             Case::SdxlUnetStep { pixels } => format!("sdxlunet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
             Case::FixtureImage { pixels } => format!("fixture-{pixels}"),
+            Case::TiledVaeDecode { pixels } => format!("vaetiled-{pixels}"),
         }
     }
 
@@ -100,6 +110,9 @@ impl Case {
             Case::FixtureImage { pixels } => {
                 format!("whole image on the tiny-sd fixture, {pixels} px, {FIXTURE_STEPS} steps")
             }
+            Case::TiledVaeDecode { pixels } => {
+                format!("VAE decode, {pixels} px, in tiles of {BENCH_VAE_TILE} latent cells")
+            }
         }
     }
 
@@ -113,6 +126,7 @@ impl Case {
             "sdxlunet" => Some(Case::SdxlUnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
             "fixture" => Some(Case::FixtureImage { pixels }),
+            "vaetiled" => Some(Case::TiledVaeDecode { pixels }),
             _ => None,
         }
     }
@@ -276,10 +290,13 @@ fn run_case(case: Case, reps: usize, target: &Target) {
             });
             (secs, build_secs)
         }
-        Case::VaeDecode { pixels } => {
+        Case::VaeDecode { pixels } | Case::TiledVaeDecode { pixels } => {
             let config = VaeConfig::from_file(&config_path("sd15-vae.json")).expect("config");
             let vb = weights.var_builder(dtype, &device);
-            let vae = Vae::new(vb, &config).expect("vae");
+            let mut vae = Vae::new(vb, &config).expect("vae");
+            if matches!(case, Case::TiledVaeDecode { .. }) {
+                vae.set_tiling(VaeTiling::with_tile(BENCH_VAE_TILE));
+            }
             let build_secs = build.elapsed().as_secs_f64();
             let latent = pixels / 8;
             let latents = Tensor::randn(0f32, 1.0, (1, 4, latent, latent), &device).unwrap();

@@ -3,10 +3,10 @@
 //! the edited prompt with the unedited encoder's reference texts.
 
 use candle_core::{DType, Device, Tensor};
+use refact_engine::deltas::TextEncoderId;
 use refact_engine::deltas::{Delta, DeltaSet};
 use refact_engine::model::TextModel;
 use refact_eval::dataset::{EvalCase, Negative, Positive};
-use refact_engine::deltas::TextEncoderId;
 use refact_eval::text_check::{check_edit, EncodersAt, TextRepresentations};
 use refact_testkit::{fixture, fixture_dir, golden_json_in, goldens, goldens_in};
 use std::sync::Arc;
@@ -168,7 +168,10 @@ fn an_sdxl_edit_of_the_second_encoder_is_measured_where_the_pipeline_reads_it() 
     let both = [first, second];
     let prompt = [c.edit_prompt.clone()];
     let read = |models: &[&TextModel], deltas: &DeltaSet| {
-        EncodersAt { models, deltas }.encode(&prompt).unwrap().remove(0)
+        EncodersAt { models, deltas }
+            .encode(&prompt)
+            .unwrap()
+            .remove(0)
     };
     let joined = read(&both, &edited);
     let (first_part, second_part) = (read(&[first], &edited), read(&[second], &edited));

@@ -28,6 +28,10 @@ pub struct Settings {
     pub device: String,
     /// UNet/VAE precision: `f32`, `f16`, `bf16` or `auto` (the text encoder is always f32).
     pub dtype: String,
+    /// Decode images whose latent is larger than this many cells per side in tiles of
+    /// that size (64 = 512 px on SD), to bound the VAE's memory; 0 = never (the default:
+    /// tiles use shared statistics and are near, not equal to, the whole decode).
+    pub vae_tile: usize,
     /// Folder of a CLIP model (transformers' CLIPModel layout) that scores the images of
     /// quality gates; empty: gates that ask for image metrics are refused.
     pub scorer: String,
@@ -55,6 +59,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             device: "auto".into(),
             dtype: "auto".into(),
+            vae_tile: 0,
             scorer: String::new(),
             shutdown_grace_secs: 10.0,
             auth: AuthSettings::default(),

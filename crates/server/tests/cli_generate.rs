@@ -88,6 +88,39 @@ fn generate_with_init_latents_matches_the_diffusers_image() {
     assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 64);
 }
 
+/// `--vae-tile`: a latent (8×8 cells here) that fits in a tile is decoded whole, still
+/// diffusers' image; a smaller tile decodes in tiles, near that image but not equal.
+#[test]
+fn vae_tile_decodes_in_tiles_only_latents_larger_than_a_tile() {
+    let golden_image = golden("pipeline.ddim.image");
+    let dir = tempfile::tempdir().unwrap();
+    assert_success(&refact_generate(
+        dir.path(),
+        &["--scheduler", "ddim", "--vae-tile", "8"],
+    ));
+    let err = max_abs_diff(&raw_image(dir.path()), &golden_image);
+    assert!(err < 0.01, "one tile: differs from diffusers by {err}");
+
+    assert_success(&refact_generate(
+        dir.path(),
+        &["--scheduler", "ddim", "--vae-tile", "4"],
+    ));
+    let tiled = raw_image(dir.path());
+    let mean = (&tiled - &golden_image)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    println!("2×2 tiles vs diffusers' whole decode: mean abs difference {mean:.3e}");
+    assert!(
+        mean > 1e-4 && mean < 0.05,
+        "tiles of 4: mean difference {mean}"
+    );
+}
+
 #[test]
 fn without_scheduler_flag_the_model_folders_scheduler_is_used() {
     // The fixture's scheduler_config.json names PNDMScheduler.

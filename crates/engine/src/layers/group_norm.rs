@@ -46,6 +46,85 @@ impl GroupNorm {
         }
     }
 
+    /// Group norm with statistics given from outside instead of `xs`'s own (tiled VAE
+    /// decoding normalises each tile with the whole image's), then SiLU if asked.
+    pub fn forward_with_statistics(
+        &self,
+        xs: &Tensor,
+        statistics: &GroupStatistics,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let (b, c) = (xs.dim(0)?, xs.dim(1)?);
+        if statistics.mean.len() != b * self.groups || statistics.variance.len() != b * self.groups
+        {
+            candle_core::bail!(
+                "group norm: statistics for {} groups, input has {b} × {}",
+                statistics.mean.len(),
+                self.groups
+            )
+        }
+        let inv_std: Vec<f64> = statistics
+            .variance
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect();
+        if self.uses_own_kernel(xs) {
+            let given = statistics
+                .mean
+                .iter()
+                .zip(&inv_std)
+                .map(|(&m, &s)| (m as f32, s as f32))
+                .collect();
+            let op = FusedGroupNorm {
+                groups: self.groups,
+                eps: self.eps,
+                silu,
+                given: Some(given),
+            };
+            return xs
+                .contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        // Other devices: the same arithmetic in tensor operations.
+        let (device, dtype) = (xs.device(), xs.dtype());
+        let per_group = |values: &[f64]| {
+            Tensor::from_vec(
+                values.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                (b, self.groups, 1),
+                device,
+            )?
+            .to_dtype(dtype)
+        };
+        let grouped = xs.reshape((b, self.groups, ()))?;
+        let normalised = grouped
+            .broadcast_sub(&per_group(&statistics.mean)?)?
+            .broadcast_mul(&per_group(&inv_std)?)?
+            .reshape(xs.shape())?;
+        let channel = |t: &Tensor| t.reshape((1, c, 1, 1));
+        let out = normalised
+            .broadcast_mul(&channel(&self.weight)?)?
+            .broadcast_add(&channel(&self.bias)?)?;
+        if silu {
+            nn::ops::silu(&out)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// Sums of the values and their squares per (image, group) of `xs` [b, c, …], in
+    /// f64: what [`GroupStatistics`] of a whole image are accumulated from, part by part.
+    pub fn group_sums(&self, xs: &Tensor) -> Result<GroupSums> {
+        let b = xs.dim(0)?;
+        let grouped = xs.to_dtype(DType::F64)?.reshape((b, self.groups, ()))?;
+        let count = grouped.dim(2)? as f64;
+        let flat = |t: Tensor| -> Result<Vec<f64>> { t.flatten_all()?.to_vec1() };
+        Ok(GroupSums {
+            sum: flat(grouped.sum(2)?)?,
+            sum_of_squares: flat(grouped.sqr()?.sum(2)?)?,
+            count,
+        })
+    }
+
     fn uses_own_kernel(&self, xs: &Tensor) -> bool {
         xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32
     }
@@ -55,6 +134,7 @@ impl GroupNorm {
             groups: self.groups,
             eps: self.eps,
             silu,
+            given: None,
         };
         xs.contiguous()?
             .apply_op3_no_bwd(&self.weight, &self.bias, &op)
@@ -71,10 +151,55 @@ impl Module for GroupNorm {
     }
 }
 
+/// Per (image, group) mean and biased variance of a group norm's input, in the order
+/// image 0's groups, then image 1's, …
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupStatistics {
+    pub mean: Vec<f64>,
+    pub variance: Vec<f64>,
+}
+
+/// Running sums per (image, group), added up over parts of an image (tiles); `count` is
+/// the number of values per group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSums {
+    pub sum: Vec<f64>,
+    pub sum_of_squares: Vec<f64>,
+    pub count: f64,
+}
+
+impl GroupSums {
+    /// Adds another part's sums (same images and groups).
+    pub fn add(&mut self, other: &GroupSums) {
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.sum_of_squares.iter_mut().zip(&other.sum_of_squares) {
+            *a += b;
+        }
+        self.count += other.count;
+    }
+
+    /// The mean and biased variance over everything added.
+    pub fn statistics(&self) -> GroupStatistics {
+        let n = self.count.max(1.0);
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let variance = self
+            .sum_of_squares
+            .iter()
+            .zip(&mean)
+            .map(|(sq, m)| (sq / n - m * m).max(0.0))
+            .collect();
+        GroupStatistics { mean, variance }
+    }
+}
+
 struct FusedGroupNorm {
     groups: usize,
     eps: f64,
     silu: bool,
+    /// (mean, 1/std) per (image, group) to use instead of each group's own.
+    given: Option<Vec<(f32, f32)>>,
 }
 
 impl CustomOp3 for FusedGroupNorm {
@@ -108,6 +233,13 @@ impl CustomOp3 for FusedGroupNorm {
                 weight.len()
             )
         }
+        if self
+            .given
+            .as_ref()
+            .is_some_and(|g| g.len() != dims[0] * self.groups)
+        {
+            candle_core::bail!("group norm: given statistics do not match the input")
+        }
         let plane: usize = dims[2..].iter().product();
         let per_group = channels / self.groups;
         let group_len = per_group * plane;
@@ -117,7 +249,10 @@ impl CustomOp3 for FusedGroupNorm {
             .enumerate()
             .for_each(|(index, (out, input))| {
                 let first_channel = (index % self.groups) * per_group;
-                let (mean, inv_std) = statistics(input, self.eps);
+                let (mean, inv_std) = match &self.given {
+                    Some(given) => given[index],
+                    None => statistics(input, self.eps),
+                };
                 for (c, (out, input)) in out
                     .chunks_exact_mut(plane)
                     .zip(input.chunks_exact(plane))
@@ -210,6 +345,34 @@ mod tests {
         let reference = norm.inner.forward(&xs).unwrap();
         assert!(diff(norm.forward(&xs).unwrap(), reference.clone()) < 1e-5);
         let reference = nn::ops::silu(&reference).unwrap();
-        assert!(diff(norm.forward_silu(&xs).unwrap(), reference) < 1e-5);
+        assert!(diff(norm.forward_silu(&xs).unwrap(), reference.clone()) < 1e-5);
+
+        // The input's own statistics, summed in two halves and given back: the same
+        // output, on the CPU kernel and on the tensor-operation path (f64 input).
+        let mut sums = norm.group_sums(&xs.narrow(2, 0, 2).unwrap()).unwrap();
+        sums.add(&norm.group_sums(&xs.narrow(2, 2, h - 2).unwrap()).unwrap());
+        let own = sums.statistics();
+        let given = norm.forward_with_statistics(&xs, &own, true).unwrap();
+        assert!(diff(given, reference.clone()) < 1e-5);
+        let as_f64 = xs.to_dtype(DType::F64).unwrap();
+        let norm_f64 = GroupNorm {
+            weight: norm.weight.to_dtype(DType::F64).unwrap(),
+            bias: norm.bias.to_dtype(DType::F64).unwrap(),
+            ..norm.clone()
+        };
+        let other_path = norm_f64
+            .forward_with_statistics(&as_f64, &own, true)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert!(diff(other_path, reference) < 1e-5);
+
+        // Other statistics give another output: they are used, not recomputed.
+        let shifted = GroupStatistics {
+            mean: own.mean.iter().map(|m| m + 0.5).collect(),
+            variance: own.variance.clone(),
+        };
+        let moved = norm.forward_with_statistics(&xs, &shifted, false).unwrap();
+        assert!(diff(moved, norm.forward(&xs).unwrap()) > 0.1);
     }
 }

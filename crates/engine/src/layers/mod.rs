@@ -11,5 +11,5 @@ pub mod resnet;
 pub mod softmax;
 
 pub use conv::Conv2d;
-pub use group_norm::GroupNorm;
-pub use resnet::{ResnetBlock2D, ResnetSpec};
+pub use group_norm::{GroupNorm, GroupStatistics, GroupSums};
+pub use resnet::{Normalise, OwnStatistics, ResnetBlock2D, ResnetSpec};

@@ -21,6 +21,22 @@ pub struct ResnetSpec {
     pub output_scale_factor: f64,
 }
 
+/// How a group norm followed by SiLU gets its statistics. Blocks normalise each input over
+/// itself ([`OwnStatistics`]); tiled VAE decoding gives each tile the whole image's.
+/// Called once per norm, in the order the network runs them.
+pub trait Normalise {
+    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor>;
+}
+
+/// Each input normalised over itself, as PyTorch's `GroupNorm`.
+pub struct OwnStatistics;
+
+impl Normalise for OwnStatistics {
+    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
+        norm.forward_silu(xs)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
@@ -57,7 +73,17 @@ impl ResnetBlock2D {
 
     /// `xs` [b, c_in, h, w]; `temb` [b, temb_channels] when the block was built with one.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut hidden = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
+        self.forward_normalised(xs, temb, &mut OwnStatistics)
+    }
+
+    /// [`Self::forward`] with the group norms' statistics taken from `norms`.
+    pub fn forward_normalised(
+        &self,
+        xs: &Tensor,
+        temb: Option<&Tensor>,
+        norms: &mut dyn Normalise,
+    ) -> Result<Tensor> {
+        let mut hidden = self.conv1.forward(&norms.norm_silu(&self.norm1, xs)?)?;
         match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let temb = proj.forward(&nn::ops::silu(temb)?)?;
@@ -69,7 +95,7 @@ impl ResnetBlock2D {
                 candle_core::bail!("resnet block: built without a timestep embedding")
             }
         }
-        let hidden = self.norm2.forward_silu(&hidden)?;
+        let hidden = norms.norm_silu(&self.norm2, &hidden)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),

@@ -5,7 +5,7 @@
 
 use super::attention::VaeAttention;
 use super::VaeConfig;
-use crate::layers::{Conv2d, GroupNorm, ResnetBlock2D, ResnetSpec};
+use crate::layers::{Conv2d, GroupNorm, Normalise, OwnStatistics, ResnetBlock2D, ResnetSpec};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -89,20 +89,50 @@ impl Decoder {
     /// `latents` [b, latent_channels, h, w] in the VAE's own latent space (already divided
     /// by the scaling factor) → [b, out_channels, h·2^(n−1), w·2^(n−1)].
     pub fn forward(&self, latents: &Tensor) -> Result<Tensor> {
-        let mut xs = self.conv_in.forward(latents)?;
-        xs = self.mid_first.forward(&xs, None)?;
-        xs = self.mid_attention.forward(&xs)?;
-        xs = self.mid_second.forward(&xs, None)?;
+        self.upper(&self.front(latents)?, &mut OwnStatistics)
+    }
+
+    /// The part at latent resolution that needs the whole latent: `conv_in` and the mid
+    /// block (its attention reads every position) → [b, widest, h, w].
+    pub(super) fn front(&self, latents: &Tensor) -> Result<Tensor> {
+        let xs = self.conv_in.forward(latents)?;
+        let xs = self.mid_first.forward(&xs, None)?;
+        let xs = self.mid_attention.forward(&xs)?;
+        self.mid_second.forward(&xs, None)
+    }
+
+    /// The rest, convolutions and group norms only (so it can run on a tile of the
+    /// front's output), with the norms' statistics from `norms`.
+    pub(super) fn upper(&self, front: &Tensor, norms: &mut dyn Normalise) -> Result<Tensor> {
+        let mut xs = front.clone();
         for block in &self.up_blocks {
             for resnet in &block.resnets {
-                xs = resnet.forward(&xs, None)?;
+                xs = resnet.forward_normalised(&xs, None, norms)?;
             }
             if let Some(conv) = &block.upsampler {
                 let (_, _, h, w) = xs.dims4()?;
                 xs = conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?;
             }
         }
-        let xs = self.conv_norm_out.forward_silu(&xs)?;
+        let xs = norms.norm_silu(&self.conv_norm_out, &xs)?;
         self.conv_out.forward(&xs)
+    }
+
+    /// How far, in latent cells, an output pixel of [`Self::upper`] can see: every 3×3
+    /// convolution reaches one cell of its own resolution further. A tile decoded with
+    /// this margin around its own region gives that region as the whole image would.
+    pub(super) fn upper_reach(&self) -> usize {
+        let mut reach = 0.0;
+        let mut cell = 1.0; // one activation cell, in latent cells
+        for block in &self.up_blocks {
+            reach += block.resnets.len() as f64 * 2.0 * cell;
+            if block.upsampler.is_some() {
+                cell /= 2.0;
+                reach += cell;
+            }
+        }
+        reach += cell; // conv_out
+                       // Nearest upsampling rounds a position down: one more cell covers it.
+        reach.ceil() as usize + 1
     }
 }

@@ -4,6 +4,7 @@
 
 mod attention;
 mod decoder;
+mod tiling;
 
 use crate::config_file::read_json;
 use crate::error::{EngineError, Result};
@@ -14,6 +15,7 @@ use candle_nn::VarBuilder;
 use decoder::Decoder;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+pub use tiling::VaeTiling;
 
 /// File names inside a diffusers model folder.
 pub const CONFIG_FILE: &str = "vae/config.json";
@@ -159,6 +161,8 @@ pub struct Vae {
     decoder: Decoder,
     config: VaeConfig,
     dtype: DType,
+    /// Decode large latents in tiles (`None`: always whole).
+    tiling: Option<VaeTiling>,
 }
 
 impl std::fmt::Debug for Vae {
@@ -166,6 +170,7 @@ impl std::fmt::Debug for Vae {
         f.debug_struct("Vae")
             .field("config", &self.config)
             .field("dtype", &self.dtype)
+            .field("tiling", &self.tiling)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +190,7 @@ impl Vae {
             decoder: Decoder::new(vb.pp("decoder"), config)?,
             config: config.clone(),
             dtype,
+            tiling: None,
         })
     }
 
@@ -210,6 +216,17 @@ impl Vae {
         self.dtype
     }
 
+    /// Decode latents larger than a tile in tiles (`None`: whole, as diffusers does by
+    /// default). See [`VaeTiling`].
+    pub fn set_tiling(&mut self, tiling: Option<VaeTiling>) {
+        self.tiling = tiling;
+    }
+
+    /// The tiling set by [`Self::set_tiling`].
+    pub fn tiling(&self) -> Option<VaeTiling> {
+        self.tiling
+    }
+
     /// Decodes raw (scaled) latents [b, latent_channels, h, w] into images
     /// [b, out_channels, 8h, 8w] in about [-1, 1], in the VAE's dtype. Divides by
     /// `scaling_factor` itself: pass the scheduler's latents as they are.
@@ -219,6 +236,12 @@ impl Vae {
             Some(conv) => conv.forward(&latents)?,
             None => latents,
         };
-        Ok(self.decoder.forward(&latents)?)
+        let (_, _, h, w) = latents.dims4()?;
+        Ok(match self.tiling {
+            Some(tiling) if tiling.applies_to(h, w) => {
+                tiling::decode_tiled(&self.decoder, &latents, tiling)?
+            }
+            _ => self.decoder.forward(&latents)?,
+        })
     }
 }

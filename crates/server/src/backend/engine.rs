@@ -51,6 +51,9 @@ impl EngineBackend {
         };
         tracing::info!(model = %spec.source.display_name(), device = ?spec.device, dtype = ?spec.dtype, "loading the model");
         let mut model = StableDiffusion::load(&spec)?;
+        model
+            .vae
+            .set_tiling(refact_engine::vae::VaeTiling::with_tile(settings.vae_tile));
         model.text_cache = TextEmbeddingCache::new(settings.batching.text_cache_prompts);
         let info = &model.info;
         let summary = ModelSummary {

@@ -52,6 +52,11 @@ pub struct Args {
     /// Also write the float image: tensor `image` [H, W, 3] f32 in [0, 1].
     #[arg(long)]
     pub out_raw: Option<PathBuf>,
+    /// Decode in tiles of this many latent cells per side when the latent is larger
+    /// (64 = 512 px on SD), bounding the VAE's memory; 0 = whole. Near, not equal to,
+    /// the whole decode (docs/PERFORMANCE.md).
+    #[arg(long, default_value_t = 0)]
+    pub vae_tile: usize,
 }
 
 fn parse_scheduler(name: &str) -> Result<SchedulerKind, String> {
@@ -68,8 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.model.data_dir.clone(),
         offline: args.model.offline,
     };
-    let model = StableDiffusion::load(&spec)
+    let mut model = StableDiffusion::load(&spec)
         .with_context(|| format!("loading model `{}`", args.model.model))?;
+    model
+        .vae
+        .set_tiling(refact_engine::vae::VaeTiling::with_tile(args.vae_tile));
     let deltas = read_deltas(&args.deltas)?;
 
     let scheduler = match args.scheduler {
