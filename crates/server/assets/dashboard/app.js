@@ -32,7 +32,7 @@ async function refreshInfo() {
   const info = await api("GET", "/info");
   ctx.info = info;
   $("server-info").textContent =
-    `${info.model.source} · ${info.model.device} · head v${info.head} · ${info.database}`;
+    `${info.model.source} (${info.model.family}) · ${info.model.device} · head v${info.head} · ${info.database}`;
   $("demo-banner").hidden = !info.model.is_demo;
   $("token-form").hidden = !info.auth_enabled;
   return info;

@@ -448,3 +448,74 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
     );
     phone.close().await.unwrap();
 }
+
+/// On SDXL the page names the family, offers the text encoder to edit, sends the choice,
+/// and draws each encoder's curves apart (legend "text", "text_2").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_edits_either_or_both_sdxl_encoders_and_draws_each_encoders_curves() {
+    let app = spawn_app(Db::Sqlite, |s| {
+        s.model = refact_testkit::fixture("tiny-sdxl").display().to_string();
+    })
+    .await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser(1200, 1500).await;
+    sign_in(&browser, &app).await;
+    wait_for_text(&browser, "#server-info", "(sdxl)").await;
+
+    open(&browser, &app, "edits").await;
+    let choices = wait_for(
+        &browser,
+        "the encoder choice",
+        "const s = document.querySelector('#edit-form [name=encoder]'); \
+         return s && [...s.options].map((o) => o.value);",
+    )
+    .await;
+    assert_eq!(choices, json!(["", "text", "text_2"]));
+    let submit = |target: &'static str, encoder: &'static str| {
+        let browser = browser.clone();
+        async move {
+            fill(&browser, "#edit-form [name=prompt]", "The Prince of Wales").await;
+            fill(&browser, "#edit-form [name=source]", "Prince Charles").await;
+            fill(&browser, "#edit-form [name=target]", target).await;
+            fill(&browser, "#edit-form [name=max_steps]", "3").await;
+            browser
+                .execute(
+                    "document.querySelector('#edit-form [name=encoder]').value = arguments[0]",
+                    vec![json!(encoder)],
+                )
+                .await
+                .unwrap();
+            click(&browser, "#edit-submit").await;
+            wait_for_text(&browser, "#edits tr:first-child .status", "applied").await;
+        }
+    };
+    submit("Prince William", "").await;
+    submit("Prince Harry", "text_2").await;
+    let edits = app.get_json("/edits").await;
+    let encoders: Vec<&Value> = edits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["request"]["encoder"])
+        .collect();
+    assert_eq!(encoders, [&json!("text_2"), &json!("all")], "{edits}");
+
+    // The edit of both encoders: a loss and a probability curve for each.
+    let both = edits["items"][1]["id"].as_str().unwrap();
+    open(&browser, &app, &format!("edit/{both}")).await;
+    wait_for(
+        &browser,
+        "two curves per chart",
+        "return document.querySelectorAll('#curves polyline').length === 4",
+    )
+    .await;
+    let legend = wait_for_text(&browser, "#curves", "text_2").await;
+    assert!(legend.contains("text"), "{legend}");
+
+    let errors = browser
+        .execute("return window.dashboardErrors", vec![])
+        .await
+        .unwrap();
+    assert_eq!(errors, json!([]), "the page reported errors");
+    browser.close().await.unwrap();
+}

@@ -30,7 +30,7 @@ export async function render(root, [id], ctx) {
   const charts = h("div", { id: "curves" });
   const live = new Map();
   const drawCurves = (curves) => {
-    const series = curves.map((c, i) => ({ name: c.fact == null ? "edit" : `fact ${c.fact}`, color: COLORS[i % COLORS.length], xs: c.iteration, ys: c.loss, ps: c.probability }));
+    const series = curves.map((c, i) => ({ name: curveName(c), color: COLORS[i % COLORS.length], xs: c.iteration, ys: c.loss, ps: c.probability }));
     if (!series.length) return clear(charts, h("p", { class: "muted" }, "no iterations yet"));
     clear(charts,
       h("h3", {}, "Loss"), lineChart(series, { yLabel: "loss" }),
@@ -41,8 +41,9 @@ export async function render(root, [id], ctx) {
   if (edit.status === "queued" || edit.status === "running") {
     follow(edit.id, async (event) => {
       if (event.type === "progress") {
-        const key = event.fact ?? null;
-        if (!live.has(key)) live.set(key, { fact: key, iteration: [], loss: [], probability: [] });
+        // SDXL runs one optimisation per text encoder: each gets its own curves.
+        const key = `${event.encoder ?? ""}/${event.fact ?? ""}`;
+        if (!live.has(key)) live.set(key, { fact: event.fact ?? null, encoder: event.encoder ?? null, iteration: [], loss: [], probability: [] });
         const c = live.get(key);
         c.iteration.push(event.iteration); c.loss.push(event.loss); c.probability.push(event.probability);
         drawCurves([...live.values()]);
@@ -94,10 +95,23 @@ export async function render(root, [id], ctx) {
   return () => streams.abort();
 }
 
+/// A curve's legend: its text encoder (SDXL) and fact (a batch), or "edit".
+function curveName(c) {
+  return [c.encoder, c.fact == null ? null : `fact ${c.fact}`].filter((x) => x != null).join(" · ") || "edit";
+}
+
 /// The curves of a finished edit, from the losses and probabilities the engine stores
-/// for every iteration: the edit's own, or each fact's for a batch (`metrics.facts`).
+/// for every iteration: the edit's own, or each fact's for a batch (`metrics.facts`);
+/// on SDXL, those of each text encoder (`metrics.encoders`).
 function storedCurves(metrics) {
   if (!metrics) return [];
+  if (metrics.encoders && typeof metrics.encoders === "object") {
+    return Object.entries(metrics.encoders).flatMap(([encoder, m]) => curvesOf(m).map((c) => ({ ...c, encoder })));
+  }
+  return curvesOf(metrics);
+}
+
+function curvesOf(metrics) {
   const one = (m, fact) => ({ fact, iteration: m.losses.map((_, i) => i), loss: m.losses, probability: m.probabilities });
   if (Array.isArray(metrics.facts)) return metrics.facts.filter((m) => m.losses).map((m, i) => one(m, i));
   return metrics.losses ? [one(metrics, null)] : [];

@@ -18,6 +18,7 @@ export async function render(root, _params, ctx) {
     h("div", { class: "row" },
       h("label", {}, `Layer (0–${ctx.info.model.num_layers - 1}, default 7) `, h("input", { name: "layer", type: "number", min: 0, max: ctx.info.model.num_layers - 1 })),
       h("label", {}, "Max steps (default 100) ", h("input", { name: "max_steps", type: "number", min: 1 }))),
+    encoderChoice(ctx.info.model.text_encoders || []),
     h("button", { id: "edit-submit" }, "Queue edit"), " ", message);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -28,6 +29,7 @@ export async function render(root, _params, ctx) {
     if (contrastive.length) body.contrastive = contrastive;
     if (f.get("layer") !== "") body.layer = Number(f.get("layer"));
     if (f.get("max_steps") !== "") body.hparams = { max_steps: Number(f.get("max_steps")) };
+    if (f.get("encoder")) body.encoder = f.get("encoder");
     try {
       const edit = await api("POST", "/edits", body);
       message.className = "msg ok";
@@ -71,7 +73,8 @@ export async function render(root, _params, ctx) {
     if (!status) return;
     if (event.type === "progress") {
       status.className = "status status-running";
-      status.textContent = `running · ${event.fact != null ? "fact " + event.fact + " · " : ""}it ${event.iteration} · p ${fixed(event.probability, 3)}`;
+      const where = [event.fact != null ? "fact " + event.fact : null, event.encoder].filter((x) => x != null);
+      status.textContent = `running · ${where.map((x) => x + " · ").join("")}it ${event.iteration} · p ${fixed(event.probability, 3)}`;
     } else if (event.type === "status") {
       status.className = "status status-" + event.status;
       status.textContent = event.status;
@@ -85,4 +88,14 @@ export async function render(root, _params, ctx) {
     h("section", { class: "wide" }, h("h2", {}, "Edits ", h("button", { onclick: load, title: "reload" }, "↻")),
       h("table", {}, h("thead", {}, h("tr", {}, ["created", "fact", "status", "version", ""].map((t) => h("th", {}, t)))), list)));
   return () => streams.abort();
+}
+
+// Models with two text encoders (SDXL) edit both unless one is chosen; the others have no
+// choice to make.
+function encoderChoice(encoders) {
+  if (encoders.length < 2) return null;
+  return h("label", {}, "Text encoder ",
+    h("select", { name: "encoder" },
+      h("option", { value: "" }, "all (each at its default layer)"),
+      ...encoders.map((name) => h("option", { value: name }, name))));
 }
