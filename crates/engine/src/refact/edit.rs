@@ -83,14 +83,14 @@ impl Fc2Hook for CaptureFc2 {
 
 /// State of `prompts` after `layer` at the version `deltas`, plus fc2's input and output
 /// there. Only rows up to the longest prompt's first EOS are computed.
-struct LayerState {
-    after_layer: Tensor,
-    fc2_input: Tensor,
-    fc2_output: Tensor,
-    eos: Vec<usize>,
+pub(super) struct LayerState {
+    pub(super) after_layer: Tensor,
+    pub(super) fc2_input: Tensor,
+    pub(super) fc2_output: Tensor,
+    pub(super) eos: Vec<usize>,
 }
 
-fn run_to_layer(
+pub(super) fn run_to_layer(
     encoder: &ClipTextEncoder,
     tokenizer: &ClipTokenizer,
     prompts: &[String],
@@ -118,7 +118,7 @@ fn run_to_layer(
     })
 }
 
-fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+pub(super) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(candle_core::DType::F32)?.to_vec1()?)
 }
 
@@ -187,6 +187,35 @@ pub fn compute_batch_edit(
     observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
 ) -> Result<BatchOutcome> {
     let started = Instant::now();
+    check_batch(encoder, stats, edits)?;
+    let solved = optimise_batch(encoder, tokenizer, edits, base, observer)?;
+    let delta = insert(
+        encoder.id(),
+        stats,
+        &solved.iter().map(|f| f.key.clone()).collect::<Vec<_>>(),
+        &solved
+            .iter()
+            .map(|f| f.prompt_key.clone())
+            .collect::<Vec<_>>(),
+        // On the version the facts were optimised on, fc2's output at each prompt's key
+        // is target_init, so each key's output must move by exactly its δ.
+        &solved
+            .iter()
+            .map(|f| f.optimised.delta.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let edited = base.with(std::sync::Arc::new(delta.clone()));
+    let facts = fact_outcomes(encoder, tokenizer, edits, solved, base, &edited, started)?;
+    Ok(BatchOutcome { delta, facts })
+}
+
+/// The checks every batch passes before any work: facts at one layer, not more of them
+/// than the layer can hold, statistics of that layer. Returns the layer.
+pub(super) fn check_batch(
+    encoder: &ClipTextEncoder,
+    stats: &LayerStatistics,
+    edits: &[ValidatedEdit],
+) -> Result<usize> {
     let first = edits
         .first()
         .ok_or_else(|| EngineError::Numerical("a batch edit needs at least one fact".into()))?;
@@ -198,14 +227,34 @@ pub fn compute_batch_edit(
     }
     check_batch_size(edits.len(), encoder.config().intermediate_size)?;
     encoder.check_edit_layer(layer)?;
+    check_statistics(encoder, stats, layer)?;
+    Ok(layer)
+}
+
+/// Refuses statistics of another layer or size than the one edited.
+pub(super) fn check_statistics(
+    encoder: &ClipTextEncoder,
+    stats: &LayerStatistics,
+    layer: usize,
+) -> Result<()> {
     if stats.layer != layer || stats.dim != encoder.config().intermediate_size {
         return Err(EngineError::Numerical(format!(
             "statistics are for layer {} (size {}), the edit is at layer {layer}",
             stats.layer, stats.dim
         )));
     }
-    let prepared = encoder.prepare(base)?;
+    Ok(())
+}
 
+/// Every fact's δ, optimised on `base` in passes of [`FACTS_PER_PASS`].
+pub(super) fn optimise_batch(
+    encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    edits: &[ValidatedEdit],
+    base: &DeltaSet,
+    observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
+) -> Result<Vec<SolvedFact>> {
+    let prepared = encoder.prepare(base)?;
     let mut solved = Vec::with_capacity(edits.len());
     for (pass, chunk) in edits.chunks(FACTS_PER_PASS).enumerate() {
         let offset = pass * FACTS_PER_PASS;
@@ -218,33 +267,49 @@ pub fn compute_batch_edit(
             &mut |fact, report| observer(offset + fact, report),
         )?);
     }
+    Ok(solved)
+}
 
-    // u = C⁻¹k* / ‖C⁻¹k*‖ per fact, solved in f64; then the insert for all facts.
-    let u = solved
+/// The rank-n insert at the statistics' layer: u = C⁻¹k / ‖C⁻¹k‖ per mean key (solved in
+/// f64), then the values that move fc2's output at each prompt key by its residual.
+pub(super) fn insert(
+    encoder: crate::deltas::TextEncoderId,
+    stats: &LayerStatistics,
+    keys: &[Vec<f32>],
+    prompt_keys: &[Vec<f32>],
+    residuals: &[Vec<f32>],
+) -> Result<Delta> {
+    let u = keys
         .iter()
-        .map(|fact| {
-            let solved = stats.solve(&fact.key.iter().map(|&x| x as f64).collect::<Vec<_>>())?;
+        .map(|key| {
+            let solved = stats.solve(&key.iter().map(|&x| x as f64).collect::<Vec<_>>())?;
             let norm = solved.iter().map(|x| x * x).sum::<f64>().sqrt();
             Ok(solved.iter().map(|x| (x / norm) as f32).collect())
         })
         .collect::<Result<Vec<Vec<f32>>>>()?;
-    let prompt_keys: Vec<Vec<f32>> = solved.iter().map(|f| f.prompt_key.clone()).collect();
-    // On the version the facts were optimised on, fc2's output at each prompt's key is
-    // target_init, so each key's output must move by exactly its δ.
-    let residuals: Vec<Vec<f32>> = solved.iter().map(|f| f.optimised.delta.clone()).collect();
-    let v = solve_values(&u, &prompt_keys, &residuals)?;
-    let delta = Delta {
-        encoder: encoder.id(),
-        layer,
-        rank: edits.len(),
+    let v = solve_values(&u, prompt_keys, residuals)?;
+    Ok(Delta {
+        encoder,
+        layer: stats.layer,
+        rank: keys.len(),
         u: u.concat(),
         v: v.concat(),
-    };
+    })
+}
 
-    // The text check of every fact on the edited encoder.
-    let checks = text_checks(encoder, tokenizer, edits, &solved, base, &delta)?;
+/// Each fact's record: its optimisation, and the text check on the version `edited`.
+pub(super) fn fact_outcomes(
+    encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    edits: &[ValidatedEdit],
+    solved: Vec<SolvedFact>,
+    base: &DeltaSet,
+    edited: &DeltaSet,
+    started: Instant,
+) -> Result<Vec<FactOutcome>> {
+    let checks = text_checks(encoder, tokenizer, edits, &solved, base, edited)?;
     let duration_ms = started.elapsed().as_millis() as u64;
-    let facts = solved
+    Ok(solved
         .into_iter()
         .zip(checks)
         .zip(edits)
@@ -253,7 +318,7 @@ pub fn compute_batch_edit(
             let final_probability = *optimised.probabilities.last().unwrap_or(&0.0);
             FactOutcome {
                 metrics: EditMetrics {
-                    layer,
+                    layer: edit.layer,
                     iterations: optimised.steps,
                     converged: final_probability > edit.request.hparams.prob_threshold,
                     losses: optimised.losses,
@@ -269,21 +334,46 @@ pub fn compute_batch_edit(
                 },
             }
         })
-        .collect();
-    Ok(BatchOutcome { delta, facts })
+        .collect())
+}
+
+/// Each fact's k* at `layer`: the mean of fc2's input at the subject's last token over
+/// its context templates, at the version `prepared`.
+pub(super) fn mean_keys(
+    encoder: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    edits: &[ValidatedEdit],
+    layer: usize,
+    prepared: &PreparedDeltas,
+) -> Result<Vec<Vec<f32>>> {
+    let key_prompts: Vec<String> = edits.iter().flat_map(|e| e.key_prompts.clone()).collect();
+    let keys = run_to_layer(encoder, tokenizer, &key_prompts, layer, prepared)?;
+    let mut row = 0;
+    let mut mean_keys = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let rows = edit
+            .key_indices
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| keys.fc2_input.i((row + i, p)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        row += rows.len();
+        mean_keys.push(to_vec(&Tensor::stack(&rows, 0)?.mean(0)?)?);
+    }
+    Ok(mean_keys)
 }
 
 /// What one fact's optimisation gives the insert.
-struct SolvedFact {
+pub(super) struct SolvedFact {
     /// Mean key over the context templates [inner].
-    key: Vec<f32>,
+    pub(super) key: Vec<f32>,
     /// fc2's input at the bare edit prompt's subject [inner].
-    prompt_key: Vec<f32>,
+    pub(super) prompt_key: Vec<f32>,
     /// fc2's output there before the edit [hidden].
-    target_init: Vec<f32>,
+    pub(super) target_init: Vec<f32>,
     /// The fact's candidates as the unedited encoder sees them [c, hidden].
-    candidates: Tensor,
-    optimised: Optimised,
+    pub(super) candidates: Tensor,
+    pub(super) optimised: Optimised,
 }
 
 /// Steps 1–5 of DESIGN.md §1 for a few facts together: keys, target_init, candidates and
@@ -300,20 +390,7 @@ fn optimise_facts(
     let hparams = &edits[0].request.hparams;
 
     // 1. k*: mean fc2 input at the subject's last token over the context templates.
-    let key_prompts: Vec<String> = edits.iter().flat_map(|e| e.key_prompts.clone()).collect();
-    let keys = run_to_layer(encoder, tokenizer, &key_prompts, layer, prepared)?;
-    let mut row = 0;
-    let mut mean_keys = Vec::with_capacity(edits.len());
-    for edit in edits {
-        let rows = edit
-            .key_indices
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| keys.fc2_input.i((row + i, p)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        row += rows.len();
-        mean_keys.push(to_vec(&Tensor::stack(&rows, 0)?.mean(0)?)?);
-    }
+    let mean_keys = mean_keys(encoder, tokenizer, edits, layer, prepared)?;
 
     // 3. The rewriting prompts' stream after the layer, computed once.
     let rewriting_prompts: Vec<String> = edits
@@ -511,11 +588,10 @@ fn text_checks(
     edits: &[ValidatedEdit],
     solved: &[SolvedFact],
     base: &DeltaSet,
-    delta: &Delta,
+    edited: &DeltaSet,
 ) -> Result<Vec<TextCheck>> {
-    let edited = base.with(std::sync::Arc::new(delta.clone()));
     let prompts: Vec<&str> = edits.iter().map(|e| e.request.prompt.as_str()).collect();
-    let after = encoder.represent_texts(tokenizer, &prompts, &edited)?;
+    let after = encoder.represent_texts(tokenizer, &prompts, edited)?;
     let before = encoder.represent_texts(tokenizer, &prompts, base)?;
     let distance = |a: &Tensor, b: &Tensor| -> Result<f64> {
         Ok((a - b)?

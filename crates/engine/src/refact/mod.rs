@@ -18,6 +18,7 @@ pub mod editor;
 mod insert;
 pub mod optimize;
 pub mod request;
+pub mod spread;
 pub mod statistics;
 pub mod stats_cache;
 pub mod templates;
@@ -34,5 +35,6 @@ pub use optimize::IterationReport;
 pub use request::{
     default_layer, EditRequest, EncoderTarget, HyperParams, ValidatedEdit, MAX_CONTRASTIVE,
 };
+pub use spread::{compute_spread_edit, SpreadOutcome};
 pub use statistics::LayerStatistics;
 pub use stats_cache::{StatsCache, StatsKey, StatsOrigin};
