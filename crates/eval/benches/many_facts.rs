@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p refact-eval --bench many_facts -- [--model fixture|vit-l]
 //!         [--data DIR] [--sizes 1,10,100] [--sequential 1000] [--max-steps N] [--out DIR]
+//!         [--spread N] [--first-ten-only]
 //!
 //! - `--model`: `fixture` (tests/fixtures/tiny-sd-48, hidden 48, MLP 96) or `vit-l` (CLIP
 //!   ViT-L/14 text-encoder sizes, random weights).
@@ -15,6 +16,8 @@
 //!   rank is bounded by it) and is reported as skipped.
 //! - `--sequential`: edits of the long sequential run; the first 10 facts' text check is
 //!   re-measured after every tenth of it. 0 skips the run.
+//! - `--spread N`: also edit each batch spread over the N layers ending at the edited one
+//!   (`compute_spread_edit`), as another row.
 //! - `--first-ten-only`: at the checkpoints of the sequential run, check only the first
 //!   10 facts (checking every fact so far costs more than the edits at ViT-L sizes).
 //! - `--out`: writes `<model>.md` and `<model>-sequential.svg` there.
@@ -28,8 +31,8 @@ use candle_core::Device;
 use refact_engine::deltas::DeltaSet;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
-    compute_batch_edit, compute_edit, default_layer, Corpus, EditRequest, HyperParams,
-    LayerStatistics, ValidatedEdit,
+    compute_batch_edit, compute_edit, compute_spread_edit, default_layer, Corpus, EditRequest,
+    HyperParams, LayerStatistics, ValidatedEdit,
 };
 use refact_engine::text_encoder::ClipTextConfig;
 use refact_eval::dataset::{load, DatasetFormat, EvalCase, Negative, Positive};
@@ -55,6 +58,7 @@ struct Options {
     max_steps: usize,
     first_ten_only: bool,
     out: Option<PathBuf>,
+    spread: usize,
 }
 
 fn arg_value(args: &[String], flag: &str) -> Option<String> {
@@ -80,6 +84,7 @@ fn options() -> Options {
         sequential: number("--sequential", 1000),
         max_steps: number("--max-steps", HyperParams::default().max_steps),
         first_ten_only: args.iter().any(|a| a == "--first-ten-only"),
+        spread: number("--spread", 1),
         out: arg_value(&args, "--out").map(PathBuf::from),
     }
 }
@@ -153,7 +158,10 @@ fn facts(data: Option<&Path>, n: usize) -> (Vec<EvalCase>, usize) {
 
 struct Editor {
     model: TextModel,
-    stats: LayerStatistics,
+    stats: Arc<LayerStatistics>,
+    /// Statistics of the layers below `layer` that a spread batch also edits, lowest
+    /// first (empty without `--spread`).
+    lower_stats: Vec<Arc<LayerStatistics>>,
     layer: usize,
     hparams: HyperParams,
 }
@@ -184,6 +192,24 @@ impl Editor {
             &mut |_, _| ControlFlow::Continue(()),
         )?;
         Ok(DeltaSet::empty().with(Arc::new(outcome.delta)))
+    }
+
+    /// All of `cases` as one batch spread over the lower layers and `layer`.
+    fn spread_batch(&self, cases: &[EvalCase]) -> refact_engine::Result<DeltaSet> {
+        let mut statistics = self.lower_stats.clone();
+        statistics.push(self.stats.clone());
+        let outcome = compute_spread_edit(
+            &self.model.encoder,
+            &self.model.tokenizer,
+            &statistics,
+            &self.validated(cases),
+            &DeltaSet::empty(),
+            &mut |_, _| ControlFlow::Continue(()),
+        )?;
+        Ok(outcome
+            .deltas
+            .into_iter()
+            .fold(DeltaSet::empty(), |set, d| set.with(Arc::new(d))))
     }
 
     /// One more edit on top of `version`.
@@ -321,18 +347,25 @@ fn main() {
         .unwrap_or(1);
     let (cases, from_data) = facts(options.data.as_deref(), needed);
     let sample = Corpus::Builtin.captions(2000).expect("captions");
-    let stats = LayerStatistics::compute(
-        &model.encoder,
-        &model.tokenizer,
-        layer,
-        &sample,
-        &model.fingerprint,
-        &mut |_, _| true,
-    )
-    .expect("statistics");
+    let statistics_of = |layer: usize| {
+        LayerStatistics::compute(
+            &model.encoder,
+            &model.tokenizer,
+            layer,
+            &sample,
+            &model.fingerprint,
+            &mut |_, _| true,
+        )
+        .expect("statistics")
+    };
+    let stats = Arc::new(statistics_of(layer));
+    let lower_stats = (layer + 1 - options.spread.clamp(1, layer + 1)..layer)
+        .map(|l| Arc::new(statistics_of(l)))
+        .collect();
     let editor = Editor {
         model,
         stats,
+        lower_stats,
         layer,
         hparams: HyperParams {
             max_steps: options.max_steps,
@@ -389,6 +422,24 @@ fn main() {
                 }
                 Err(err) => {
                     let _ = writeln!(report, "| {n} | batch | failed: {err} | | | |");
+                }
+            }
+            if !editor.lower_stats.is_empty() {
+                let how = format!("batch, spread over {} layers", options.spread);
+                let start = Instant::now();
+                match editor.spread_batch(facts) {
+                    Ok(version) => {
+                        let secs = start.elapsed().as_secs_f64();
+                        let summary = editor.check(&version, facts);
+                        let _ = writeln!(
+                            report,
+                            "| {n} | {how} | {} | {secs:.1} s |",
+                            summary_cells(&summary)
+                        );
+                    }
+                    Err(err) => {
+                        let _ = writeln!(report, "| {n} | {how} | failed: {err} | | | |");
+                    }
                 }
             }
         }

@@ -51,6 +51,10 @@ pub struct BatchRequest {
     /// Which text encoders to edit (SDXL); absent: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<EncoderTarget>,
+    /// Layers the update is spread over, ending at the edited layer (MEMIT's schedule,
+    /// [`super::spread`]): absent or 1, that layer alone; n, the n layers up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<usize>,
     #[serde(default)]
     pub hparams: HyperParams,
 }
@@ -217,6 +221,15 @@ impl EditJob {
         }
     }
 
+    /// Layers the update is spread over (1: the edited layer alone; single edits never
+    /// spread).
+    pub fn spread(&self) -> usize {
+        match self {
+            EditJob::Single(_) => 1,
+            EditJob::Batch(batch) => batch.spread.unwrap_or(1),
+        }
+    }
+
     /// True for a batch (even of one fact): its metrics list facts.
     pub fn is_batch(&self) -> bool {
         matches!(self, EditJob::Batch(_))
@@ -273,6 +286,7 @@ mod tests {
         let t = tokenizer();
         let batch = |facts: Vec<Fact>| BatchRequest {
             encoder: None,
+            spread: None,
             facts,
             layer: None,
             hparams: HyperParams::default(),

@@ -3,11 +3,11 @@
 //! `refact edit` all edit through an [`Editor`], so the three cannot drift apart.
 
 use super::{
-    check_batch_size, compute_batch_edit, BatchOutcome, Corpus, EditJob, IterationReport,
-    LayerStatistics, StatsCache, StatsOrigin, ValidatedEdit,
+    check_batch_size, compute_batch_edit, compute_spread_edit, Corpus, EditJob, IterationReport,
+    LayerStatistics, SpreadOutcome, StatsCache, StatsOrigin, ValidatedEdit,
 };
 use crate::deltas::{DeltaSet, TextEncoderId};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InvalidKind, Result};
 use crate::model::TextModel;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -46,6 +46,21 @@ impl Editor {
         }
         if job.is_batch() {
             check_batch_size(facts.len(), encoder.config().intermediate_size)?;
+        }
+        let spread = job.spread();
+        if let Some(fact) = facts.first() {
+            if spread == 0 || spread > fact.layer + 1 {
+                return Err(EngineError::invalid(
+                    InvalidKind::LayerOutOfRange,
+                    "spread",
+                    format!(
+                        "spread {spread}: from 1 (layer {} alone) to {} (layers 0 to {})",
+                        fact.layer,
+                        fact.layer + 1,
+                        fact.layer
+                    ),
+                ));
+            }
         }
         Ok(facts)
     }
@@ -95,9 +110,10 @@ impl Editor {
         Ok((stats, origin))
     }
 
-    /// Validates `job`, finds its layer's statistics and edits every fact on the version
-    /// `parent` (one fact: ReFACT's rank-one edit; several: one rank-n delta).
-    /// `observer(fact, report)` sees every iteration and may cancel.
+    /// Validates `job`, finds its layers' statistics and edits every fact on the version
+    /// `parent` (one fact: ReFACT's rank-one edit; several: one rank-n delta; a spread
+    /// batch: one rank-n delta per layer, lowest first). `observer(fact, report)` sees
+    /// every iteration and may cancel.
     pub fn edit(
         &self,
         text: &TextModel,
@@ -105,21 +121,24 @@ impl Editor {
         parent: &DeltaSet,
         statistics_progress: &mut dyn FnMut(usize, usize) -> bool,
         observer: &mut dyn FnMut(usize, IterationReport) -> ControlFlow<()>,
-    ) -> Result<BatchOutcome> {
+    ) -> Result<SpreadOutcome> {
         let facts = self.validate(text, job)?;
         let layer = facts
             .first()
             .ok_or_else(|| EngineError::Numerical("an edit needs at least one fact".into()))?
             .layer;
-        let (stats, _) = self.statistics(text, layer, statistics_progress)?;
-        compute_batch_edit(
-            &text.encoder,
-            &text.tokenizer,
-            &stats,
-            &facts,
-            parent,
-            observer,
-        )
+        let statistics = (layer + 1 - job.spread()..=layer)
+            .map(|l| Ok(self.statistics(text, l, statistics_progress)?.0))
+            .collect::<Result<Vec<_>>>()?;
+        let (encoder, tokenizer) = (&text.encoder, &text.tokenizer);
+        if let [stats] = statistics.as_slice() {
+            let batch = compute_batch_edit(encoder, tokenizer, stats, &facts, parent, observer)?;
+            return Ok(SpreadOutcome {
+                deltas: vec![batch.delta],
+                facts: batch.facts,
+            });
+        }
+        compute_spread_edit(encoder, tokenizer, &statistics, &facts, parent, observer)
     }
 }
 
@@ -194,8 +213,9 @@ mod tests {
             &mut |_| ControlFlow::Continue(()),
         )
         .unwrap();
-        assert_eq!(outcome.delta.u, direct.delta.u);
-        assert_eq!(outcome.delta.v, direct.delta.v);
+        assert_eq!(outcome.deltas.len(), 1);
+        assert_eq!(outcome.deltas[0].u, direct.delta.u);
+        assert_eq!(outcome.deltas[0].v, direct.delta.v);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The result of a spread batch: one rank-n delta per layer, lowest first, and each
+/// The result of a spread batch (and what [`super::Editor::edit`] gives for any job):
+/// one rank-n delta per layer, lowest first (one unless the job spreads), and each
 /// fact's record (its text check on the version holding all of them).
 #[derive(Debug, Clone)]
 pub struct SpreadOutcome {

@@ -129,7 +129,9 @@ impl Backend for EngineBackend {
                 .edit(text, &job, on, &mut |_, _| true, &mut |_, _| {
                     ControlFlow::Continue(())
                 })?;
-            version = version.with(Arc::new(outcome.delta.clone()));
+            for delta in &outcome.deltas {
+                version = version.with(Arc::new(delta.clone()));
+            }
             first.get_or_insert(outcome);
         }
         let outcome = first.expect("a model has a text encoder");

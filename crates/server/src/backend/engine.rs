@@ -15,7 +15,7 @@ use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion, TextModel};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams, TextEmbeddingCache};
-use refact_engine::refact::{BatchOutcome, Corpus, EditJob, Editor, StatsCache};
+use refact_engine::refact::{Corpus, EditJob, Editor, SpreadOutcome, StatsCache};
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError, InvalidKind};
 use refact_eval::Scorer;
@@ -261,7 +261,7 @@ impl ModelBackend for EngineBackend {
             .map_err(|e| EngineError::Numerical(format!("metrics do not serialise: {e}")))?;
             per_encoder.insert(id.as_str().to_string(), metrics.clone());
             first_metrics.get_or_insert(metrics);
-            deltas.push(stored_delta(outcome.delta));
+            deltas.extend(outcome.deltas.into_iter().map(stored_delta));
         }
         // The first encoder's metrics at the top level (what a single-encoder model has
         // always reported); every encoder's under `encoders` when there are several.
@@ -363,20 +363,26 @@ pub(super) fn engine_delta(stored: StoredDelta) -> Result<Delta, EngineError> {
     })
 }
 
-/// A batch's metrics: each fact's, in request order, and the batch's summary.
-fn batch_metrics(outcome: &BatchOutcome) -> serde_json::Result<serde_json::Value> {
+/// A batch's metrics: each fact's, in request order, and the batch's summary; `layer`
+/// and `rank` are the optimised layer's delta, `layers` lists a spread batch's layers.
+fn batch_metrics(outcome: &SpreadOutcome) -> serde_json::Result<serde_json::Value> {
     let facts = &outcome.facts;
     let nearer = facts
         .iter()
         .filter(|f| f.metrics.text_check.nearer_target)
         .count();
     let converged = facts.iter().filter(|f| f.metrics.converged).count();
-    Ok(serde_json::json!({
-        "layer": outcome.delta.layer,
-        "rank": outcome.delta.rank,
+    let optimised = outcome.deltas.last();
+    let mut metrics = serde_json::json!({
+        "layer": optimised.map(|d| d.layer),
+        "rank": optimised.map(|d| d.rank),
         "facts": facts.iter().map(|f| &f.metrics).collect::<Vec<_>>(),
         "facts_converged": converged,
         "facts_nearer_target": nearer,
         "duration_ms": facts.first().map_or(0, |f| f.metrics.duration_ms),
-    }))
+    });
+    if outcome.deltas.len() > 1 {
+        metrics["layers"] = outcome.deltas.iter().map(|d| d.layer).collect();
+    }
+    Ok(metrics)
 }

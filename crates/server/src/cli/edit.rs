@@ -115,6 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             ControlFlow::Continue(())
         })?;
+        // A single edit (not a spread batch): one delta per encoder.
+        let [delta] = outcome.deltas.as_slice() else {
+            anyhow::bail!("a single edit gave {} deltas", outcome.deltas.len());
+        };
         let out = if several {
             encoder_sibling(&args.out, id)
         } else {
@@ -122,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         save_delta(
             &out,
-            &outcome.delta,
+            delta,
             &[
                 ("request", serde_json::to_string(&request)?),
                 ("model_fingerprint", text.fingerprint.clone()),
@@ -131,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
         eprintln!(
             "wrote the {id} delta (layer {}) to {}",
-            outcome.delta.layer,
+            delta.layer,
             out.display()
         );
         all_metrics.insert(

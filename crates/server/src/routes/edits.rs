@@ -136,6 +136,11 @@ pub struct BatchEditRequestDoc {
     layer: Option<usize>,
     /// Which text encoders to edit: `all` (the default), `text` or `text_2`.
     encoder: Option<EncoderTargetDoc>,
+    /// Spread the update over this many layers ending at `layer` (MEMIT's schedule): one
+    /// rank-n delta per layer, each a share of the move. Default 1 (that layer alone);
+    /// at most `layer` + 1.
+    #[schema(minimum = 1)]
+    spread: Option<usize>,
     hparams: Option<HyperParamsDoc>,
     /// A quality gate: every fact's efficacy (`min_efficacy` is the fraction of facts
     /// that must reach their target), the positives and negatives once on the batch's

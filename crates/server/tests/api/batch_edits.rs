@@ -10,6 +10,7 @@ on_both_databases!(
     a_batch_of_facts_becomes_one_version,
     bad_batches_name_the_fact_and_store_nothing,
     a_batch_gate_is_judged_per_fact_and_a_failed_one_blocks_promotion,
+    a_spread_batch_commits_a_delta_per_layer_and_reverts,
 );
 
 fn fact(prompt: &str, source: &str, target: &str) -> Value {
@@ -117,6 +118,17 @@ async fn bad_batches_name_the_fact_and_store_nothing(db: Db) {
             "layer_out_of_range",
             Some("layer"),
         ),
+        (
+            json!({"facts": facts(), "spread": 0}),
+            "layer_out_of_range",
+            Some("spread"),
+        ),
+        // Layer 7 (the default) can spread over layers 0 to 7 at most.
+        (
+            json!({"facts": facts(), "spread": 9}),
+            "layer_out_of_range",
+            Some("spread"),
+        ),
         (json!({"facts": unknown}), "invalid_body", None),
         (
             json!({"facts": facts(), "gate": {"images": {"seeds": [0]}}}),
@@ -206,4 +218,43 @@ async fn a_batch_gate_is_judged_per_fact_and_a_failed_one_blocks_promotion(db: D
         moved += nearer as usize;
     }
     assert_eq!(metrics["text"]["efficacy"], moved as f64 / 3.0);
+}
+
+/// `spread: 3`: one version holding a rank-3 delta at each of layers 5, 6 and 7; the
+/// metrics name the layers; a revert renders as the base again.
+async fn a_spread_batch_commits_a_delta_per_layer_and_reverts(db: Db) {
+    let app = spawn_app(db, |s| s.worker.enabled = false).await;
+    let body = json!({"facts": facts(), "spread": 3, "hparams": {"max_steps": 8}});
+    let (edit, version) = run_batch(&app, body).await;
+    assert_eq!(edit["request"]["spread"], 3, "{edit}");
+    assert_eq!(edit["metrics"]["layers"], json!([5, 6, 7]), "{edit}");
+    assert_eq!(edit["metrics"]["layer"], 7);
+    let number = version["number"].as_i64().unwrap();
+    let stored = app
+        .store
+        .version_deltas(number, number)
+        .await
+        .unwrap()
+        .remove(&number)
+        .unwrap_or_default();
+    let deltas: Vec<(String, i32, i32)> = stored
+        .into_iter()
+        .map(|d| (d.encoder, d.layer, d.rank))
+        .collect();
+    let expected: Vec<(String, i32, i32)> =
+        [5, 6, 7].map(|layer| ("text".to_string(), layer, 3)).into();
+    assert_eq!(deltas, expected);
+
+    let body = generate_body(5);
+    let (base, _) = app.generate(Some("0"), &body).await;
+    let (edited, _) = app.generate(Some("1"), &body).await;
+    assert_ne!(base, edited, "the spread batch changed nothing");
+    let revert = app
+        .request(reqwest::Method::POST, "/versions/1/revert")
+        .send()
+        .await
+        .unwrap();
+    assert!(revert.status().is_success(), "{}", revert.status());
+    let (reverted, _) = app.generate(Some("2"), &body).await;
+    assert_eq!(reverted, base, "the revert restores the base exactly");
 }
