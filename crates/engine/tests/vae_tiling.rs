@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use refact_engine::vae::{Vae, VaeTiling};
-use refact_testkit::{max_abs_diff, test_each_fixture};
+use refact_testkit::{max_abs_diff, mean_abs_diff, test_each_fixture};
 use std::path::Path;
 
 fn tiled_decoding_stays_near_the_whole_image(fixture: &Path) {
@@ -20,14 +20,7 @@ fn tiled_decoding_stays_near_the_whole_image(fixture: &Path) {
     let tiled = vae.decode(&latents).unwrap();
     assert_eq!(tiled.dims(), whole.dims());
     let max = max_abs_diff(&tiled, &whole);
-    let mean = (&tiled - &whole)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let mean = mean_abs_diff(&tiled, &whole);
     eprintln!(
         "{}: tiles of 16 over 48×40: max {max:.3e}, mean {mean:.3e}",
         fixture.display()

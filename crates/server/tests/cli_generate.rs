@@ -106,14 +106,7 @@ fn vae_tile_decodes_in_tiles_only_latents_larger_than_a_tile() {
         &["--scheduler", "ddim", "--vae-tile", "4"],
     ));
     let tiled = raw_image(dir.path());
-    let mean = (&tiled - &golden_image)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let mean = refact_testkit::mean_abs_diff(&tiled, &golden_image);
     println!("2×2 tiles vs diffusers' whole decode: mean abs difference {mean:.3e}");
     assert!(
         mean > 1e-4 && mean < 0.05,

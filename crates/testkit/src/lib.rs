@@ -245,6 +245,13 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0.0, nan_max)
 }
 
+/// Mean |a − b| over all elements.
+pub fn mean_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let (a, b) = (values(a), values(b));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len().max(1) as f32
+}
+
 /// Largest |a − b| / max(1, |b|): absolute for small values, relative for large ones
 /// (FIXTURE.md's measure for encoder, UNet and VAE outputs).
 pub fn max_scaled_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -68,7 +68,8 @@ pub fn compute_spread_edit(
         check_statistics(encoder, stats, stats.layer)?;
     }
     let solved = optimise_batch(encoder, tokenizer, edits, base, observer)?;
-    let targets: Vec<Vec<f32>> = stream_after(encoder, tokenizer, edits, layer, base)?
+    let targets: Vec<Vec<f32>> = at_subjects(encoder, tokenizer, edits, layer, base)?
+        .0
         .into_iter()
         .zip(&solved)
         .map(|(state, fact)| add(&state, &fact.optimised.delta))
@@ -78,7 +79,7 @@ pub fn compute_spread_edit(
     let mut deltas = Vec::with_capacity(statistics.len());
     for (done, stats) in statistics.iter().enumerate() {
         let left = (statistics.len() - done) as f32;
-        let now = stream_after(encoder, tokenizer, edits, layer, &version)?;
+        let (now, _) = at_subjects(encoder, tokenizer, edits, layer, &version)?;
         let shares: Vec<Vec<f32>> = targets
             .iter()
             .zip(&now)
@@ -92,7 +93,7 @@ pub fn compute_spread_edit(
             .collect();
         let prepared = encoder.prepare(&version)?;
         let keys = mean_keys(encoder, tokenizer, edits, stats.layer, &prepared)?;
-        let prompt_keys = prompt_keys(encoder, tokenizer, edits, stats.layer, &version)?;
+        let (_, prompt_keys) = at_subjects(encoder, tokenizer, edits, stats.layer, &version)?;
         let delta = insert(encoder.id(), stats, &keys, &prompt_keys, &shares)?;
         version = version.with(Arc::new(delta.clone()));
         deltas.push(delta);
@@ -101,41 +102,16 @@ pub fn compute_spread_edit(
     Ok(SpreadOutcome { deltas, facts })
 }
 
-/// Each fact's bare edit prompt (its first rewriting prompt) at the subject's last token:
-/// the stream after `layer` at the version `deltas`.
-fn stream_after(
+/// Each fact's bare edit prompt (its first rewriting prompt) at the subject's last
+/// token, at the version `deltas`: the stream after `layer`, and fc2's input there (the
+/// key an insert at `layer` must move).
+fn at_subjects(
     encoder: &ClipTextEncoder,
     tokenizer: &ClipTokenizer,
     edits: &[ValidatedEdit],
     layer: usize,
     deltas: &DeltaSet,
-) -> Result<Vec<Vec<f32>>> {
-    at_subject(encoder, tokenizer, edits, layer, deltas, |state, f, p| {
-        to_vec(&state.after_layer.i((f, p))?)
-    })
-}
-
-/// The same positions' fc2 input at `layer`: the keys an insert there must move.
-fn prompt_keys(
-    encoder: &ClipTextEncoder,
-    tokenizer: &ClipTokenizer,
-    edits: &[ValidatedEdit],
-    layer: usize,
-    deltas: &DeltaSet,
-) -> Result<Vec<Vec<f32>>> {
-    at_subject(encoder, tokenizer, edits, layer, deltas, |state, f, p| {
-        to_vec(&state.fc2_input.i((f, p))?)
-    })
-}
-
-fn at_subject(
-    encoder: &ClipTextEncoder,
-    tokenizer: &ClipTokenizer,
-    edits: &[ValidatedEdit],
-    layer: usize,
-    deltas: &DeltaSet,
-    read: impl Fn(&super::edit::LayerState, usize, usize) -> Result<Vec<f32>>,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
     let prompts: Vec<String> = edits
         .iter()
         .map(|e| e.rewriting_prompts[0].clone())
@@ -147,11 +123,14 @@ fn at_subject(
         layer,
         &encoder.prepare(deltas)?,
     )?;
-    edits
-        .iter()
-        .enumerate()
-        .map(|(f, edit)| read(&state, f, edit.rewriting_indices[0]))
-        .collect()
+    let mut streams = Vec::with_capacity(edits.len());
+    let mut keys = Vec::with_capacity(edits.len());
+    for (f, edit) in edits.iter().enumerate() {
+        let at = (f, edit.rewriting_indices[0]);
+        streams.push(to_vec(&state.after_layer.i(at)?)?);
+        keys.push(to_vec(&state.fc2_input.i(at)?)?);
+    }
+    Ok((streams, keys))
 }
 
 fn add(a: &[f32], b: &[f32]) -> Vec<f32> {

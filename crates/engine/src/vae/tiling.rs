@@ -214,24 +214,11 @@ mod tests {
     use crate::vae::Vae;
     use candle_core::{DType, Device};
 
-    /// The whole image's statistics of every norm of `upper`, gathered as one tile.
+    /// The whole image's statistics of every norm of `upper`: the statistics pass with
+    /// the image as its one tile.
     fn whole_image_statistics(decoder: &Decoder, front: &Tensor) -> Vec<GroupStatistics> {
         let (_, _, h, w) = front.dims4().unwrap();
-        let mut sums = Vec::new();
-        let mut norms = TileNorms {
-            given: None,
-            sums: Some(&mut sums),
-            own: Region {
-                top: 0,
-                left: 0,
-                height: h,
-                width: w,
-            },
-            input_height: h,
-            next: 0,
-        };
-        decoder.upper(front, &mut norms).unwrap();
-        sums.iter().map(GroupSums::statistics).collect()
+        shared_statistics(decoder, front, &tile_rows(h, w, h.max(w))).unwrap()
     }
 
     /// With the whole image's statistics, tiles decoded with the decoder's reach as margin
