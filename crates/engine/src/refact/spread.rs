@@ -69,7 +69,7 @@ pub fn compute_spread_edit(
     }
     let solved = optimise_batch(encoder, tokenizer, edits, base, observer)?;
     let targets: Vec<Vec<f32>> = at_subjects(encoder, tokenizer, edits, layer, base)?
-        .0
+        .streams
         .into_iter()
         .zip(&solved)
         .map(|(state, fact)| add(&state, &fact.optimised.delta))
@@ -79,7 +79,7 @@ pub fn compute_spread_edit(
     let mut deltas = Vec::with_capacity(statistics.len());
     for (done, stats) in statistics.iter().enumerate() {
         let left = (statistics.len() - done) as f32;
-        let (now, _) = at_subjects(encoder, tokenizer, edits, layer, &version)?;
+        let now = at_subjects(encoder, tokenizer, edits, layer, &version)?.streams;
         let shares: Vec<Vec<f32>> = targets
             .iter()
             .zip(&now)
@@ -93,7 +93,7 @@ pub fn compute_spread_edit(
             .collect();
         let prepared = encoder.prepare(&version)?;
         let keys = mean_keys(encoder, tokenizer, edits, stats.layer, &prepared)?;
-        let (_, prompt_keys) = at_subjects(encoder, tokenizer, edits, stats.layer, &version)?;
+        let prompt_keys = at_subjects(encoder, tokenizer, edits, stats.layer, &version)?.keys;
         let delta = insert(encoder.id(), stats, &keys, &prompt_keys, &shares)?;
         version = version.with(Arc::new(delta.clone()));
         deltas.push(delta);
@@ -102,16 +102,22 @@ pub fn compute_spread_edit(
     Ok(SpreadOutcome { deltas, facts })
 }
 
-/// Each fact's bare edit prompt (its first rewriting prompt) at the subject's last
-/// token, at the version `deltas`: the stream after `layer`, and fc2's input there (the
-/// key an insert at `layer` must move).
+/// Each fact's bare edit prompt (its first rewriting prompt) at the subject's last token.
+struct SubjectStates {
+    /// The stream after the layer.
+    streams: Vec<Vec<f32>>,
+    /// fc2's input at the layer: the key an insert there must move.
+    keys: Vec<Vec<f32>>,
+}
+
+/// [`SubjectStates`] at `layer`, at the version `deltas`.
 fn at_subjects(
     encoder: &ClipTextEncoder,
     tokenizer: &ClipTokenizer,
     edits: &[ValidatedEdit],
     layer: usize,
     deltas: &DeltaSet,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+) -> Result<SubjectStates> {
     let prompts: Vec<String> = edits
         .iter()
         .map(|e| e.rewriting_prompts[0].clone())
@@ -130,7 +136,7 @@ fn at_subjects(
         streams.push(to_vec(&state.after_layer.i(at)?)?);
         keys.push(to_vec(&state.fc2_input.i(at)?)?);
     }
-    Ok((streams, keys))
+    Ok(SubjectStates { streams, keys })
 }
 
 fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
