@@ -196,6 +196,12 @@ impl ScriptedModel {
                 family: "sd1".into(),
                 text_encoders: vec!["text".into()],
                 num_layers: 12,
+                encoder_layers: vec![crate::backend::EncoderLayers {
+                    encoder: "text".into(),
+                    num_layers: 12,
+                    default_layer: 7,
+                    max_layer: 11,
+                }],
                 device: "cpu".into(),
                 default_size: (64, 64),
                 default_scheduler: "pndm".into(),

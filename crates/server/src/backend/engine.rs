@@ -4,8 +4,8 @@
 //! one version.
 
 use super::{
-    ComputedEdit, EditProgress, GenerateParams, ModelBackend, ModelSummary, RenderImage,
-    TextCacheGauges,
+    ComputedEdit, EditProgress, EncoderLayers, GenerateParams, ModelBackend, ModelSummary,
+    RenderImage, TextCacheGauges,
 };
 use crate::error::ApiError;
 use crate::gate::{GateMeasurement, GateRequest};
@@ -15,7 +15,7 @@ use refact_engine::deltas::{Delta, DeltaSet, TextEncoderId};
 use refact_engine::device::{parse_device, parse_dtype};
 use refact_engine::model::{ModelSource, ModelSpec, StableDiffusion, TextModel};
 use refact_engine::pipeline::{BatchRow, GenerateParams as PipelineParams, TextEmbeddingCache};
-use refact_engine::refact::{Corpus, EditJob, Editor, SpreadOutcome, StatsCache};
+use refact_engine::refact::{default_layer, Corpus, EditJob, Editor, SpreadOutcome, StatsCache};
 use refact_engine::scheduler::SchedulerKind;
 use refact_engine::{image_io, EngineError, InvalidKind};
 use refact_eval::Scorer;
@@ -66,6 +66,15 @@ impl EngineBackend {
                 .map(|text| text.encoder.id().as_str().to_string())
                 .collect(),
             num_layers: info.num_layers,
+            encoder_layers: model
+                .text_models()
+                .map(|text| EncoderLayers {
+                    encoder: text.encoder.id().as_str().to_string(),
+                    num_layers: text.encoder.num_layers(),
+                    default_layer: default_layer(text.encoder.num_layers()),
+                    max_layer: text.encoder.editable_layers().saturating_sub(1),
+                })
+                .collect(),
             device: info.device.clone(),
             default_size: info.default_size,
             default_scheduler: info

@@ -147,12 +147,31 @@ pub struct ModelSummary {
     /// Number of layers of the (first) text encoder: edits go at layers 0..num_layers
     /// (SDXL: 0..num_layers − 1, as its pipeline reads the penultimate states).
     pub num_layers: usize,
+    /// Each text encoder's layers, in the order of `text_encoders`.
+    pub encoder_layers: Vec<EncoderLayers>,
     /// Where the model runs, e.g. `Cpu` or `Cuda(0)`.
     pub device: String,
     /// The image size (width, height) a request gets when it names none.
     pub default_size: (usize, usize),
     /// The scheduler a request gets when it names none.
     pub default_scheduler: String,
+}
+
+/// Where an edit of one text encoder may go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EncoderLayers {
+    /// `text` or `text_2`.
+    #[schema(example = "text")]
+    pub encoder: String,
+    pub num_layers: usize,
+    /// The layer an edit of this encoder gets when it names none (the paper's 7 of 12,
+    /// scaled to the encoder's depth).
+    #[schema(example = 7)]
+    pub default_layer: usize,
+    /// The highest layer an edit may name: `num_layers − 1`, or `num_layers − 2` where the
+    /// pipeline reads the penultimate states (SDXL).
+    #[schema(example = 11)]
+    pub max_layer: usize,
 }
 
 /// One optimisation step of an edit, as streamed to subscribers.

@@ -245,6 +245,8 @@ async fn the_dashboard_takes_an_edit_from_the_form_to_promotion_revert_and_compa
         "return document.querySelector('#edit-form') !== null",
     )
     .await;
+    // The layer range comes from /info's encoder_layers.
+    wait_for_text(&browser, "#edit-form", "Layer (0–11, default 7)").await;
     fill(&browser, "#edit-form [name=prompt]", "The Prince of Wales").await;
     fill(&browser, "#edit-form [name=source]", "Prince Charles").await;
     fill(&browser, "#edit-form [name=target]", "Prince William").await;
@@ -471,6 +473,12 @@ async fn the_dashboard_edits_either_or_both_sdxl_encoders_and_draws_each_encoder
     )
     .await;
     assert_eq!(choices, json!(["", "text", "text_2"]));
+    wait_for_text(
+        &browser,
+        "#edit-form",
+        "text 0–10, default 7; text_2 0–10, default 7",
+    )
+    .await;
     let submit = |target: &'static str, encoder: &'static str| {
         let browser = browser.clone();
         async move {

@@ -28,6 +28,12 @@ async fn an_sdxl_edit_changes_each_encoder_it_names_and_reverts(db: Db) {
         info["model"]["text_encoders"],
         serde_json::json!(["text", "text_2"])
     );
+    // Both fixture encoders have 12 layers; the last cannot be edited on SDXL.
+    let layers = |encoder: &str| serde_json::json!({"encoder": encoder, "num_layers": 12, "default_layer": 7, "max_layer": 10});
+    assert_eq!(
+        info["model"]["encoder_layers"],
+        serde_json::json!([layers("text"), layers("text_2")])
+    );
     let (v0, _) = app.generate(Some("0"), &generate_body(5)).await;
 
     // No `encoder`: both, each at its default layer (7 of 12), one version.

@@ -16,7 +16,7 @@ export async function render(root, _params, ctx) {
       h("label", {}, "Target ", h("input", { name: "target", required: true, placeholder: "Prince William" }))),
     h("label", {}, "Contrastive prompts (one per line) ", h("textarea", { name: "contrastive", rows: 2 })),
     h("div", { class: "row" },
-      h("label", {}, `Layer (0–${ctx.info.model.num_layers - 1}, default 7) `, h("input", { name: "layer", type: "number", min: 0, max: ctx.info.model.num_layers - 1 })),
+      h("label", {}, `Layer (${layerRange(ctx.info.model.encoder_layers)}) `, h("input", { name: "layer", type: "number", min: 0, max: Math.max(...ctx.info.model.encoder_layers.map((e) => e.max_layer)) })),
       h("label", {}, "Max steps (default 100) ", h("input", { name: "max_steps", type: "number", min: 1 }))),
     encoderChoice(ctx.info.model.text_encoders || []),
     h("button", { id: "edit-submit" }, "Queue edit"), " ", message);
@@ -98,4 +98,11 @@ function encoderChoice(encoders) {
     h("select", { name: "encoder" },
       h("option", { value: "" }, "all (each at its default layer)"),
       ...encoders.map((name) => h("option", { value: name }, name))));
+}
+
+// Where an edit may go, per text encoder: "0–11, default 7", or on SDXL
+// "text 0–10, default 7; text_2 0–10, default 7".
+function layerRange(encoders) {
+  const one = (e) => `0–${e.max_layer}, default ${e.default_layer}`;
+  return encoders.length === 1 ? one(encoders[0]) : encoders.map((e) => `${e.encoder} ${one(e)}`).join("; ");
 }
