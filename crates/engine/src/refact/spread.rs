@@ -68,21 +68,22 @@ pub fn compute_spread_edit(
         check_statistics(encoder, stats, stats.layer)?;
     }
     let solved = optimise_batch(encoder, tokenizer, edits, base, observer)?;
-    let targets: Vec<Vec<f32>> = at_subjects(encoder, tokenizer, edits, layer, base)?
+    // The subjects at L on the version built so far (first: `base`).
+    let mut now = at_subjects(encoder, tokenizer, edits, layer, base)?;
+    let targets: Vec<Vec<f32>> = now
         .streams
-        .into_iter()
+        .iter()
         .zip(&solved)
-        .map(|(state, fact)| add(&state, &fact.optimised.delta))
+        .map(|(state, fact)| add(state, &fact.optimised.delta))
         .collect();
 
     let mut version = base.clone();
     let mut deltas = Vec::with_capacity(statistics.len());
     for (done, stats) in statistics.iter().enumerate() {
         let left = (statistics.len() - done) as f32;
-        let now = at_subjects(encoder, tokenizer, edits, layer, &version)?.streams;
         let shares: Vec<Vec<f32>> = targets
             .iter()
-            .zip(&now)
+            .zip(&now.streams)
             .map(|(target, now)| {
                 target
                     .iter()
@@ -93,10 +94,18 @@ pub fn compute_spread_edit(
             .collect();
         let prepared = encoder.prepare(&version)?;
         let keys = mean_keys(encoder, tokenizer, edits, stats.layer, &prepared)?;
-        let prompt_keys = at_subjects(encoder, tokenizer, edits, stats.layer, &version)?.keys;
+        // At L itself (the last layer) the subjects' keys are the ones already read.
+        let prompt_keys = if stats.layer == layer {
+            std::mem::take(&mut now.keys)
+        } else {
+            at_subjects(encoder, tokenizer, edits, stats.layer, &version)?.keys
+        };
         let delta = insert(encoder.id(), stats, &keys, &prompt_keys, &shares)?;
         version = version.with(Arc::new(delta.clone()));
         deltas.push(delta);
+        if done + 1 < statistics.len() {
+            now = at_subjects(encoder, tokenizer, edits, layer, &version)?;
+        }
     }
     let facts = fact_outcomes(encoder, tokenizer, edits, solved, base, &version, started)?;
     Ok(SpreadOutcome { deltas, facts })

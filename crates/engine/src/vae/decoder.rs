@@ -131,8 +131,9 @@ impl Decoder {
                 reach += cell;
             }
         }
-        reach += cell; // conv_out
-                       // Nearest upsampling rounds a position down: one more cell covers it.
+        // conv_out.
+        reach += cell;
+        // Nearest upsampling rounds a position down: one more cell covers it.
         reach.ceil() as usize + 1
     }
 }

@@ -222,11 +222,6 @@ impl Vae {
         self.tiling = tiling;
     }
 
-    /// The tiling set by [`Self::set_tiling`].
-    pub fn tiling(&self) -> Option<VaeTiling> {
-        self.tiling
-    }
-
     /// Decodes raw (scaled) latents [b, latent_channels, h, w] into images
     /// [b, out_channels, 8h, 8w] in about [-1, 1], in the VAE's dtype. Divides by
     /// `scaling_factor` itself: pass the scheduler's latents as they are.
