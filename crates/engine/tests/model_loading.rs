@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device};
 use refact_engine::deltas::DeltaSet;
+use refact_engine::model::demo::{ensure_random_model, RandomSizes};
 use refact_engine::model::{ModelFamily, ModelSource, ModelSpec, StableDiffusion};
 use refact_engine::pipeline::GenerateParams;
 use refact_engine::scheduler::SchedulerKind;
@@ -97,6 +98,46 @@ fn the_demo_model_is_created_once_deterministically_and_generates() {
     let values: Vec<f32> = image.flatten_all().unwrap().to_vec1().unwrap();
     assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(calls >= 3, "progress reported per step");
+}
+
+/// The benchmarks' random models at real sizes are written by the demo's code from other
+/// configs: here the tiny-sd fixture's, so the test stays small.
+#[test]
+fn a_random_model_of_other_sizes_is_written_once_and_loads_with_them() {
+    let fixture = refact_testkit::fixture_dir();
+    let read = |name: &str| std::fs::read_to_string(fixture.join(name)).unwrap();
+    let (text_encoder, unet, vae) = (
+        read("text_encoder/config.json"),
+        read("unet/config.json"),
+        read("vae/config.json"),
+    );
+    let sizes = RandomSizes {
+        text_encoder: &text_encoder,
+        unet: &unet,
+        vae: &vae,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let dir = ensure_random_model(&data.path().join("models/small"), &sizes).unwrap();
+    let weights = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let written = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    assert_eq!(ensure_random_model(&dir, &sizes).unwrap(), dir);
+    assert_eq!(
+        std::fs::metadata(&weights).unwrap().modified().unwrap(),
+        written,
+        "a complete folder is reused, not rewritten"
+    );
+
+    let model = StableDiffusion::load(&spec(ModelSource::Folder(dir), data.path())).unwrap();
+    assert!(model.info.is_demo, "random weights carry the demo marker");
+    let config = refact_testkit::fixture_json(&fixture, "text_encoder/config.json");
+    assert_eq!(
+        model.text.encoder.config().hidden_size as u64,
+        config["hidden_size"].as_u64().unwrap()
+    );
+    let sample = refact_testkit::fixture_json(&fixture, "unet/config.json")["sample_size"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(model.info.default_size, (sample * 8, sample * 8));
 }
 
 #[test]

@@ -2,12 +2,16 @@
 //! edited one after another, and of a long run of sequential edits, on a random-weight
 //! encoder (no real weights can be fetched here).
 //!
-//!     cargo bench -p refact-eval --bench many_facts -- [--model fixture|vit-l]
+//!     cargo bench -p refact-eval --bench many_facts -- [--model fixture|vit-l|sdxl|sdxl-sizes]
 //!         [--data DIR] [--sizes 1,10,100] [--sequential 1000] [--max-steps N] [--out DIR]
 //!         [--spread N] [--first-ten-only]
 //!
-//! - `--model`: `fixture` (tests/fixtures/tiny-sd-48, hidden 48, MLP 96) or `vit-l` (CLIP
-//!   ViT-L/14 text-encoder sizes, random weights).
+//! - `--model`: `fixture` (tests/fixtures/tiny-sd-48, hidden 48, MLP 96), `vit-l` (CLIP
+//!   ViT-L/14 text-encoder sizes, random weights), `sdxl` (tests/fixtures/tiny-sdxl: both
+//!   encoders) or `sdxl-sizes` (SDXL's two encoders at their real sizes, ViT-L/14 and
+//!   OpenCLIP ViT-bigG/14 with its projection, random weights). With two encoders every
+//!   edit changes both, each at its own default layer, as the server's edits do by
+//!   default, and the text check reads both encoders' representations together.
 //! - `--data`: a folder holding `RoAD_validation.csv` and `TIMED_validation_set.csv`; their
 //!   rows come first, synthetic facts in RoAD's shape (`refact_testkit::facts`) fill up to
 //!   the sizes asked for. Without it the repository's samples are used.
@@ -29,12 +33,13 @@
 
 use candle_core::Device;
 use refact_engine::deltas::DeltaSet;
+use refact_engine::deltas::TextEncoderId;
 use refact_engine::model::TextModel;
 use refact_engine::refact::{
     compute_batch_edit, compute_edit, compute_spread_edit, default_layer, Corpus, EditRequest,
     HyperParams, LayerStatistics, ValidatedEdit,
 };
-use refact_engine::text_encoder::ClipTextConfig;
+use refact_engine::text_encoder::{Activation, ClipTextConfig, Readout};
 use refact_eval::dataset::{load, DatasetFormat, EvalCase, Negative, Positive};
 use refact_eval::metrics::{summarise, Summary};
 use refact_eval::text_check::check_edit;
@@ -89,17 +94,48 @@ fn options() -> Options {
     }
 }
 
-fn load_model(name: &str) -> TextModel {
-    match name {
-        "fixture" => TextModel::load(&fixture("tiny-sd-48"), &Device::Cpu).expect("fixture"),
-        "vit-l" => TextModel::random(
-            ClipTextConfig::vit_l14(),
-            2024,
+/// The text encoders `name` edits, in pipeline order.
+fn load_models(name: &str) -> Vec<TextModel> {
+    let random = |config: ClipTextConfig, seed: u64| {
+        TextModel::random(
+            config,
+            seed,
             &workspace_root().join("assets/clip-bpe"),
             &Device::Cpu,
         )
-        .expect("random ViT-L/14 text encoder"),
-        other => panic!("unknown model {other}: fixture or vit-l"),
+        .expect("random text encoder")
+    };
+    match name {
+        "fixture" => {
+            vec![TextModel::load(&fixture("tiny-sd-48"), &Device::Cpu).expect("fixture")]
+        }
+        "vit-l" => vec![random(ClipTextConfig::vit_l14(), 2024)],
+        "sdxl" => TextModel::load_all(&fixture("tiny-sdxl"), &Device::Cpu).expect("fixture"),
+        "sdxl-sizes" => {
+            let mut first = random(ClipTextConfig::vit_l14(), 2024);
+            first.encoder = first
+                .encoder
+                .in_pipeline(TextEncoderId::Text, Readout::Penultimate);
+            // OpenCLIP ViT-bigG/14's text tower as SDXL's text_encoder_2/config.json has it.
+            let big_g = ClipTextConfig {
+                hidden_size: 1280,
+                intermediate_size: 5120,
+                num_hidden_layers: 32,
+                num_attention_heads: 20,
+                hidden_act: Activation::Gelu,
+                ..ClipTextConfig::vit_l14()
+            };
+            let mut second = random(big_g, 2025);
+            let projection =
+                candle_core::Tensor::randn(0f32, 1.0 / 1280f32.sqrt(), (1280, 1280), &Device::Cpu)
+                    .expect("projection");
+            second.encoder = second.encoder.in_pipeline(
+                TextEncoderId::Text2,
+                Readout::PenultimateAndProjection(projection),
+            );
+            vec![first, second]
+        }
+        other => panic!("unknown model {other}: fixture, vit-l, sdxl or sdxl-sizes"),
     }
 }
 
@@ -156,86 +192,120 @@ fn facts(data: Option<&Path>, n: usize) -> (Vec<EvalCase>, usize) {
     (cases, from_data)
 }
 
-struct Editor {
+/// One text encoder's part of every edit: its model, the layer edited and its statistics.
+struct Side {
     model: TextModel,
+    layer: usize,
     stats: Arc<LayerStatistics>,
     /// Statistics of the layers below `layer` that a spread batch also edits, lowest
     /// first (empty without `--spread`).
     lower_stats: Vec<Arc<LayerStatistics>>,
-    layer: usize,
-    hparams: HyperParams,
 }
 
-impl Editor {
-    fn validated(&self, cases: &[EvalCase]) -> Vec<ValidatedEdit> {
+impl Side {
+    fn validated(&self, cases: &[EvalCase], hparams: &HyperParams) -> Vec<ValidatedEdit> {
         cases
             .iter()
             .map(|case| {
                 let mut request = EditRequest::new(&case.edit_prompt, &case.source, &case.target);
                 request.layer = Some(self.layer);
-                request.hparams = self.hparams.clone();
+                request.hparams = hparams.clone();
                 request
                     .validate(&self.model.tokenizer, self.model.encoder.num_layers())
                     .unwrap_or_else(|e| panic!("{}: {e}", case.edit_prompt))
             })
             .collect()
     }
+}
 
-    /// All of `cases` as one batch on the base model.
+/// Edits every text encoder of the model (one, or SDXL's two) the same way.
+struct Editor {
+    sides: Vec<Side>,
+    hparams: HyperParams,
+}
+
+impl Editor {
+    /// All of `cases` as one batch on the base model: one delta per encoder.
     fn batch(&self, cases: &[EvalCase]) -> refact_engine::Result<DeltaSet> {
-        let outcome = compute_batch_edit(
-            &self.model.encoder,
-            &self.model.tokenizer,
-            &self.stats,
-            &self.validated(cases),
-            &DeltaSet::empty(),
-            &mut |_, _| ControlFlow::Continue(()),
-        )?;
-        Ok(DeltaSet::empty().with(Arc::new(outcome.delta)))
+        let mut version = DeltaSet::empty();
+        for side in &self.sides {
+            let outcome = compute_batch_edit(
+                &side.model.encoder,
+                &side.model.tokenizer,
+                &side.stats,
+                &side.validated(cases, &self.hparams),
+                &DeltaSet::empty(),
+                &mut |_, _| ControlFlow::Continue(()),
+            )?;
+            version = version.with(Arc::new(outcome.delta));
+        }
+        Ok(version)
     }
 
-    /// All of `cases` as one batch spread over the lower layers and `layer`.
+    /// All of `cases` as one batch spread over the lower layers and `layer`, per encoder.
     fn spread_batch(&self, cases: &[EvalCase]) -> refact_engine::Result<DeltaSet> {
-        let mut statistics = self.lower_stats.clone();
-        statistics.push(self.stats.clone());
-        let outcome = compute_spread_edit(
-            &self.model.encoder,
-            &self.model.tokenizer,
-            &statistics,
-            &self.validated(cases),
-            &DeltaSet::empty(),
-            &mut |_, _| ControlFlow::Continue(()),
-        )?;
-        Ok(outcome
-            .deltas
-            .into_iter()
-            .fold(DeltaSet::empty(), |set, d| set.with(Arc::new(d))))
+        let mut version = DeltaSet::empty();
+        for side in &self.sides {
+            let mut statistics = side.lower_stats.clone();
+            statistics.push(side.stats.clone());
+            let outcome = compute_spread_edit(
+                &side.model.encoder,
+                &side.model.tokenizer,
+                &statistics,
+                &side.validated(cases, &self.hparams),
+                &DeltaSet::empty(),
+                &mut |_, _| ControlFlow::Continue(()),
+            )?;
+            version = outcome
+                .deltas
+                .into_iter()
+                .fold(version, |set, d| set.with(Arc::new(d)));
+        }
+        Ok(version)
     }
 
-    /// One more edit on top of `version`.
+    /// One more edit on top of `version` (each encoder edited from `version`).
     fn then(&self, version: &DeltaSet, case: &EvalCase) -> DeltaSet {
-        let edit = &self.validated(std::slice::from_ref(case))[0];
-        let outcome = compute_edit(
-            &self.model.encoder,
-            &self.model.tokenizer,
-            &self.stats,
-            edit,
-            version,
-            &mut |_| ControlFlow::Continue(()),
-        )
-        .expect("sequential edit");
-        version.with(Arc::new(outcome.delta))
+        let mut next = version.clone();
+        for side in &self.sides {
+            let edit = &side.validated(std::slice::from_ref(case), &self.hparams)[0];
+            let outcome = compute_edit(
+                &side.model.encoder,
+                &side.model.tokenizer,
+                &side.stats,
+                edit,
+                version,
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .expect("sequential edit");
+            next = next.with(Arc::new(outcome.delta));
+        }
+        next
     }
 
     /// The text check of `cases` at `version`, reference points from the base model.
     fn check(&self, version: &DeltaSet, cases: &[EvalCase]) -> Summary {
+        let models: Vec<&TextModel> = self.sides.iter().map(|s| &s.model).collect();
         let rows: Vec<_> = cases
             .iter()
-            .map(|case| {
-                vec![check_edit(&[&self.model], &DeltaSet::empty(), version, case).expect("check")]
-            })
+            .map(
+                |case| vec![check_edit(&models, &DeltaSet::empty(), version, case).expect("check")],
+            )
             .collect();
         summarise(&rows)
+    }
+
+    /// The smallest MLP inner size of the edited encoders: no batch can be larger.
+    fn inner(&self) -> usize {
+        self.sides
+            .iter()
+            .map(|s| s.model.encoder.config().intermediate_size)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn spreads(&self) -> bool {
+        self.sides.iter().any(|s| !s.lower_stats.is_empty())
     }
 }
 
@@ -335,9 +405,7 @@ fn main() {
     refact_engine::device::pin_matmul_thread_count();
     refact_engine::device::keep_freed_memory_mapped();
     let options = options();
-    let model = load_model(&options.model);
-    let layer = default_layer(model.encoder.num_layers());
-    let inner = model.encoder.config().intermediate_size;
+    let models = load_models(&options.model);
     let needed = options
         .sizes
         .iter()
@@ -347,39 +415,64 @@ fn main() {
         .unwrap_or(1);
     let (cases, from_data) = facts(options.data.as_deref(), needed);
     let sample = Corpus::Builtin.captions(2000).expect("captions");
-    let statistics_of = |layer: usize| {
-        LayerStatistics::compute(
-            &model.encoder,
-            &model.tokenizer,
-            layer,
-            &sample,
-            &model.fingerprint,
-            &mut |_, _| true,
-        )
-        .expect("statistics")
-    };
-    let stats = Arc::new(statistics_of(layer));
-    let lower_stats = (layer + 1 - options.spread.clamp(1, layer + 1)..layer)
-        .map(|l| Arc::new(statistics_of(l)))
+    let sides: Vec<Side> = models
+        .into_iter()
+        .map(|model| {
+            let statistics_of = |layer: usize| {
+                Arc::new(
+                    LayerStatistics::compute(
+                        &model.encoder,
+                        &model.tokenizer,
+                        layer,
+                        &sample,
+                        &model.fingerprint,
+                        &mut |_, _| true,
+                    )
+                    .expect("statistics"),
+                )
+            };
+            let layer = default_layer(model.encoder.num_layers());
+            let stats = statistics_of(layer);
+            let lower_stats = (layer + 1 - options.spread.clamp(1, layer + 1)..layer)
+                .map(statistics_of)
+                .collect();
+            Side {
+                model,
+                layer,
+                stats,
+                lower_stats,
+            }
+        })
         .collect();
     let editor = Editor {
-        model,
-        stats,
-        lower_stats,
-        layer,
+        sides,
         hparams: HyperParams {
             max_steps: options.max_steps,
             ..HyperParams::default()
         },
     };
+    let inner = editor.inner();
+    let layers: Vec<String> = editor
+        .sides
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: layer {}, MLP inner size {}",
+                s.model.encoder.id(),
+                s.layer,
+                s.model.encoder.config().intermediate_size
+            )
+        })
+        .collect();
 
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## {} (random weights), layer {layer}, MLP inner size {inner}\n\n\
+        "## {} (random weights); {}\n\n\
          Facts: {from_data} dataset rows ({}), then synthetic facts in RoAD's shape. \
          Statistics from 2,000 built-in captions; at most {} iterations per fact.\n",
         options.model,
+        layers.join("; "),
         options
             .data
             .as_deref()
@@ -424,7 +517,7 @@ fn main() {
                     let _ = writeln!(report, "| {n} | batch | failed: {err} | | | |");
                 }
             }
-            if !editor.lower_stats.is_empty() {
+            if editor.spreads() {
                 let how = format!("batch, spread over {} layers", options.spread);
                 let start = Instant::now();
                 match editor.spread_batch(facts) {

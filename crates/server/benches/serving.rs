@@ -1,4 +1,4 @@
-//! Serving benchmark: the real server (fixture model, CPU, f32, SQLite) driven over HTTP
+//! Serving benchmark: the real server (CPU, f32, SQLite) driven over HTTP
 //! by `concurrency` clients, each sending its next request when the last one answers.
 //! For batching on (`batching.max_batch` 8) and off (1), all requests at one version or
 //! spread over 16 versions, it prints images/s and p50/p99 latency, and the ratios the
@@ -6,15 +6,22 @@
 //!
 //! `cargo bench -p refact-server --bench serving` (about a minute on 2 cores). Sizes:
 //! `REFACT_BENCH_SIZE` (64 px), `REFACT_BENCH_STEPS` (4), `REFACT_BENCH_REQUESTS` per
-//! cell (48); `REFACT_BENCH_MAX_WAIT_MS` overrides `batching.max_wait_ms`.
+//! cell (48); `REFACT_BENCH_MAX_WAIT_MS` overrides `batching.max_wait_ms`;
+//! `REFACT_BENCH_CONCURRENCY` the levels (`1,4,8,16`).
+//!
+//! `REFACT_BENCH_MODEL`: `fixture` (tests/fixtures/tiny-sd, the default) or `sd15`: random
+//! weights at Stable Diffusion v1.5's sizes (ViT-L/14 text encoder, 860 M-parameter UNet,
+//! VAE; the configs in crates/engine/benches/configs), written once (about 4 GB) to
+//! `target/bench-models/sd15-random` in the diffusers layout and loaded like any folder.
 
+use refact_engine::model::demo::{ensure_random_model, RandomSizes};
 use refact_server::settings::Settings;
 use refact_server::startup::Application;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const VERSIONS: usize = 16;
-const CONCURRENCY: [usize; 4] = [1, 4, 8, 16];
+const CONCURRENCY: &str = "1,4,8,16";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -23,11 +30,41 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn settings(database_url: &str, data: &std::path::Path, max_batch: usize) -> Settings {
+/// The model folder `REFACT_BENCH_MODEL` names, and its name for the table.
+fn bench_model() -> (std::path::PathBuf, &'static str) {
+    match std::env::var("REFACT_BENCH_MODEL").as_deref() {
+        Ok("fixture") | Err(_) => (refact_testkit::fixture_dir(), "fixture model"),
+        Ok("sd15") => {
+            let configs = refact_testkit::workspace_root().join("crates/engine/benches/configs");
+            let read = |name: &str| std::fs::read_to_string(configs.join(name)).unwrap();
+            let (text_encoder, unet, vae) = (
+                read("sd15-text_encoder.json"),
+                read("sd15-unet.json"),
+                read("sd15-vae.json"),
+            );
+            let sizes = RandomSizes {
+                text_encoder: &text_encoder,
+                unet: &unet,
+                vae: &vae,
+            };
+            let dir = refact_testkit::workspace_root().join("target/bench-models/sd15-random");
+            let dir = ensure_random_model(&dir, &sizes).expect("random SD v1.5 folder");
+            (dir, "SD v1.5 sizes, random weights")
+        }
+        Ok(other) => panic!("REFACT_BENCH_MODEL: fixture or sd15, not {other}"),
+    }
+}
+
+fn settings(
+    database_url: &str,
+    data: &std::path::Path,
+    model: &std::path::Path,
+    max_batch: usize,
+) -> Settings {
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: refact_server::secret::Secret::new(database_url),
-        model: refact_testkit::fixture_dir().display().to_string(),
+        model: model.display().to_string(),
         data_dir: data.to_path_buf(),
         device: "cpu".into(),
         dtype: "f32".into(),
@@ -131,6 +168,16 @@ async fn run_cell(
     }
 }
 
+/// Images per second: three decimal places below one image per second (0.052, at real
+/// sizes on a CPU), two above (24.41).
+fn rate(images_per_sec: f64) -> String {
+    if images_per_sec < 1.0 {
+        format!("{images_per_sec:.3}")
+    } else {
+        format!("{images_per_sec:.2}")
+    }
+}
+
 /// The allocator `refact` runs with (crates/server/src/main.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -156,22 +203,29 @@ async fn serve_and_measure() {
     let database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let client = reqwest::Client::new();
 
-    let batched = start(settings(&database_url, dir.path(), 8)).await;
+    let (model, model_name) = bench_model();
+
+    let batched = start(settings(&database_url, dir.path(), &model, 8)).await;
     make_versions(&client, &batched).await;
     // Same database: the second server loads the same 16 versions.
-    let single = start(settings(&database_url, dir.path(), 1)).await;
+    let single = start(settings(&database_url, dir.path(), &model, 1)).await;
     // Warm both (statistics, allocations).
     for base in [&batched, &single] {
         run_cell(&client, base, 1, true, 2, size, steps).await;
     }
 
     println!(
-        "\nserving, fixture model, CPU f32, {size} px, {steps} steps, {requests} requests per cell"
+        "\nserving, {model_name}, CPU f32, {size} px, {steps} steps, {requests} requests per cell"
     );
     println!("| concurrency | versions | batch off img/s | batch on img/s | on/off | p50 on (ms) | p99 on (ms) | p50 off (ms) | p99 off (ms) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut one_version = Vec::new();
-    for concurrency in CONCURRENCY {
+    let levels = std::env::var("REFACT_BENCH_CONCURRENCY").unwrap_or(CONCURRENCY.into());
+    let levels: Vec<usize> = levels
+        .split(',')
+        .map(|n| n.trim().parse().expect("REFACT_BENCH_CONCURRENCY: numbers"))
+        .collect();
+    for concurrency in levels {
         for spread in [false, true] {
             let off = run_cell(&client, &single, concurrency, spread, requests, size, steps).await;
             let on = run_cell(
@@ -186,9 +240,9 @@ async fn serve_and_measure() {
             .await;
             let versions = if spread { VERSIONS } else { 1 };
             println!(
-                "| {concurrency} | {versions} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {:.0} | {:.0} |",
-                off.images_per_sec,
-                on.images_per_sec,
+                "| {concurrency} | {versions} | {} | {} | {:.2}× | {:.0} | {:.0} | {:.0} | {:.0} |",
+                rate(off.images_per_sec),
+                rate(on.images_per_sec),
                 on.images_per_sec / off.images_per_sec,
                 on.p50_ms,
                 on.p99_ms,

@@ -132,28 +132,54 @@ const MARKER: &str = r#"{
   "note": "refact-serve's built-in demo model: random weights, deterministic from a fixed seed. Its images are noise; edits run and are stored like real ones. Point --model at a Stable Diffusion v1.x folder or hub id for real images."
 }"#;
 
+/// The sizes of a random-weight SD v1-shaped pipeline: the `config.json` of its text
+/// encoder, UNet and VAE. Everything else (tokenizer, scheduler, weights) is the same
+/// for any sizes.
+pub struct RandomSizes<'a> {
+    pub text_encoder: &'a str,
+    pub unet: &'a str,
+    pub vae: &'a str,
+}
+
+/// The demo model's own sizes (about 3 MB of weights).
+const DEMO_SIZES: RandomSizes<'static> = RandomSizes {
+    text_encoder: TEXT_ENCODER,
+    unet: UNET,
+    vae: VAE,
+};
+
 /// The demo model's folder under `data_dir`, created on first use.
 pub fn ensure_demo_model(data_dir: &Path) -> Result<PathBuf> {
-    let dir = data_dir.join(DEMO_DIR);
+    ensure_random_model(&data_dir.join(DEMO_DIR), &DEMO_SIZES)
+}
+
+/// A random-weight pipeline of `sizes` at `dir`, written on first use (the demo model is
+/// one; benchmarks write others at real sizes, e.g. SD v1.5's). It carries the demo
+/// marker: its images are noise too.
+pub fn ensure_random_model(dir: &Path, sizes: &RandomSizes) -> Result<PathBuf> {
     if dir.join(DEMO_MARKER).is_file() {
-        return Ok(dir);
+        return Ok(dir.to_path_buf());
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| EngineError::io(data_dir, e))?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
     // Built beside the final folder and renamed into place, so a crash never leaves a
     // half-written model that later runs would take for complete.
-    let staging = data_dir.join(format!("{DEMO_DIR}.partial-{}", std::process::id()));
+    let name = dir
+        .file_name()
+        .map_or("model".into(), |n| n.to_string_lossy());
+    let staging = parent.join(format!("{name}.partial-{}", std::process::id()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| EngineError::io(&staging, e))?;
     }
-    write_demo_model(&staging)?;
-    match std::fs::rename(&staging, &dir) {
-        Ok(()) => Ok(dir),
+    write_random_model(&staging, sizes)?;
+    match std::fs::rename(&staging, dir) {
+        Ok(()) => Ok(dir.to_path_buf()),
         // Another process finished first: use its copy (same bytes).
         Err(_) if dir.join(DEMO_MARKER).is_file() => {
             let _ = std::fs::remove_dir_all(&staging);
-            Ok(dir)
+            Ok(dir.to_path_buf())
         }
-        Err(e) => Err(EngineError::io(&dir, e)),
+        Err(e) => Err(EngineError::io(dir, e)),
     }
 }
 
@@ -174,7 +200,7 @@ fn save(tensors: HashMap<String, Tensor>, path: &Path) -> Result<()> {
         .map_err(|e| EngineError::Weights(format!("{}: {e}", path.display())))
 }
 
-fn write_demo_model(dir: &Path) -> Result<()> {
+fn write_random_model(dir: &Path, sizes: &RandomSizes) -> Result<()> {
     write(&dir.join("model_index.json"), MODEL_INDEX.as_bytes())?;
     write(
         &dir.join("scheduler/scheduler_config.json"),
@@ -192,10 +218,10 @@ fn write_demo_model(dir: &Path) -> Result<()> {
     )?;
     write(
         &dir.join("text_encoder/config.json"),
-        TEXT_ENCODER.as_bytes(),
+        sizes.text_encoder.as_bytes(),
     )?;
-    write(&dir.join("unet/config.json"), UNET.as_bytes())?;
-    write(&dir.join("vae/config.json"), VAE.as_bytes())?;
+    write(&dir.join("unet/config.json"), sizes.unet.as_bytes())?;
+    write(&dir.join("vae/config.json"), sizes.vae.as_bytes())?;
 
     // Each part is built once through its real constructor over seeded random weights;
     // what the constructor asked for is exactly what gets saved, names included.
