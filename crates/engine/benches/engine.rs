@@ -10,7 +10,8 @@
 //! memory of each case. Each case runs in a child process of this binary
 //! (`--case NAME`) so that its `VmHWM` is its own. `--case sdxlunet-N` (not in the
 //! table: 10 GiB of f32 weights) times one step of SDXL base's UNet at N px;
-//! `--case vaetiled-N` the VAE decode at N px in tiles of 512 px (`VaeTiling`).
+//! `--case vaetiled-N` the VAE decode at N px in bands (`VaeTiling`, latents above 64
+//! cells).
 //!
 //! Weights are random (`RandomWeights`), never `VarBuilder::zeros`: zero pages are never
 //! touched, which hides most of the memory and flatters the time.
@@ -48,8 +49,12 @@ enum Case {
     EditedTextEncoder {
         edits: usize,
     },
+    /// One step of SD v1.5's UNet on `rows` inputs (2: one image with CFG; the table's
+    /// case). `--case unetrowsR-N` times R rows, to see how a batch's per-image cost
+    /// grows on a device.
     UnetStep {
         pixels: usize,
+        rows: usize,
     },
     /// One step of SDXL base's UNet (2.6 B parameters): CFG batch 2, the 2048-wide
     /// context of both text encoders, pooled text and size numbers.
@@ -65,14 +70,14 @@ enum Case {
     FixtureImage {
         pixels: usize,
     },
-    /// The VAE decode in tiles of 64 latent cells (512 px), `VaeTiling`: what tiling
-    /// saves in peak memory and costs in time against `vae-N`.
+    /// The VAE decode in bands (`VaeTiling`, for latents above 64 cells, 512 px): what
+    /// banding saves in peak memory and costs in time against `vae-N`.
     TiledVaeDecode {
         pixels: usize,
     },
 }
 
-/// Latent cells per side of a `vaetiled-N` tile.
+/// `vaetiled-N` decodes in bands latents with a side above this many cells.
 const BENCH_VAE_TILE: usize = 64;
 
 impl Case {
@@ -80,7 +85,8 @@ impl Case {
         match self {
             Case::TextEncoder { tokens } => format!("text-{tokens}"),
             Case::EditedTextEncoder { edits } => format!("edited-{edits}"),
-            Case::UnetStep { pixels } => format!("unet-{pixels}"),
+            Case::UnetStep { pixels, rows: 2 } => format!("unet-{pixels}"),
+            Case::UnetStep { pixels, rows } => format!("unetrows{rows}-{pixels}"),
             Case::SdxlUnetStep { pixels } => format!("sdxlunet-{pixels}"),
             Case::VaeDecode { pixels } => format!("vae-{pixels}"),
             Case::FixtureImage { pixels } => format!("fixture-{pixels}"),
@@ -96,9 +102,10 @@ impl Case {
             Case::EditedTextEncoder { edits } => format!(
                 "CLIP ViT-L/14 text encoder, 10 prompts × 77 tokens, version of {edits} edits (f32)"
             ),
-            Case::UnetStep { pixels } => format!(
-                "UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
-                pixels / 8
+            Case::UnetStep { pixels, rows } => format!(
+                "UNet step, {kind} {rows}, {pixels} px (latent {latent}×{latent}, 77 tokens)",
+                kind = if rows == 2 { "CFG batch" } else { "batch" },
+                latent = pixels / 8
             ),
             Case::SdxlUnetStep { pixels } => format!(
                 "SDXL UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
@@ -111,7 +118,7 @@ impl Case {
                 format!("whole image on the tiny-sd fixture, {pixels} px, {FIXTURE_STEPS} steps")
             }
             Case::TiledVaeDecode { pixels } => {
-                format!("VAE decode, {pixels} px, in tiles of {BENCH_VAE_TILE} latent cells")
+                format!("VAE decode, {pixels} px, in bands (latents above {BENCH_VAE_TILE} cells)")
             }
         }
     }
@@ -122,7 +129,11 @@ impl Case {
         match kind {
             "text" => Some(Case::TextEncoder { tokens: pixels }),
             "edited" => Some(Case::EditedTextEncoder { edits: pixels }),
-            "unet" => Some(Case::UnetStep { pixels }),
+            "unet" => Some(Case::UnetStep { pixels, rows: 2 }),
+            rows if rows.starts_with("unetrows") => Some(Case::UnetStep {
+                pixels,
+                rows: rows["unetrows".len()..].parse().ok()?,
+            }),
             "sdxlunet" => Some(Case::SdxlUnetStep { pixels }),
             "vae" => Some(Case::VaeDecode { pixels }),
             "fixture" => Some(Case::FixtureImage { pixels }),
@@ -257,14 +268,14 @@ fn run_case(case: Case, reps: usize, target: &Target) {
     let secs = match case {
         Case::TextEncoder { tokens } => time_text_encoder(&weights, &device, reps, tokens, 0),
         Case::EditedTextEncoder { edits } => time_text_encoder(&weights, &device, reps, 77, edits),
-        Case::UnetStep { pixels } => {
+        Case::UnetStep { pixels, rows } => {
             let config = UNetConfig::from_file(&config_path("sd15-unet.json")).expect("config");
             let vb = weights.var_builder(dtype, &device);
             let unet = UNet2DConditionModel::new(vb, &config).expect("unet");
             let build_secs = build.elapsed().as_secs_f64();
             let latent = pixels / 8;
-            let sample = Tensor::randn(0f32, 1.0, (2, 4, latent, latent), &device).unwrap();
-            let context = Tensor::randn(0f32, 1.0, (2, 77, 768), &device).unwrap();
+            let sample = Tensor::randn(0f32, 1.0, (rows, 4, latent, latent), &device).unwrap();
+            let context = Tensor::randn(0f32, 1.0, (rows, 77, 768), &device).unwrap();
             let secs = time_runs(&device, reps, || {
                 unet.forward(&sample, 981.0, &context)
                     .expect("unet forward")
@@ -369,8 +380,14 @@ fn run_all(quick: bool, reps: usize, target: &Target) {
         Case::TextEncoder { tokens: 12 },
         Case::TextEncoder { tokens: 77 },
         Case::EditedTextEncoder { edits: 1000 },
-        Case::UnetStep { pixels: 256 },
-        Case::UnetStep { pixels: 512 },
+        Case::UnetStep {
+            pixels: 256,
+            rows: 2,
+        },
+        Case::UnetStep {
+            pixels: 512,
+            rows: 2,
+        },
         Case::VaeDecode { pixels: 256 },
         Case::VaeDecode { pixels: 512 },
         Case::FixtureImage { pixels: 512 },
@@ -379,7 +396,7 @@ fn run_all(quick: bool, reps: usize, target: &Target) {
         !quick
             || !matches!(
                 case,
-                Case::UnetStep { pixels: 512 }
+                Case::UnetStep { pixels: 512, .. }
                     | Case::VaeDecode { pixels: 512 }
                     | Case::FixtureImage { pixels: 512 }
             )

@@ -28,9 +28,9 @@ pub struct Settings {
     pub device: String,
     /// UNet/VAE precision: `f32`, `f16`, `bf16` or `auto` (the text encoder is always f32).
     pub dtype: String,
-    /// Decode images whose latent is larger than this many cells per side in tiles of
-    /// that size (64 = 512 px on SD), to bound the VAE's memory; 0 = never (the default:
-    /// tiles use shared statistics and are near, not equal to, the whole decode).
+    /// Decode images whose latent has a side above this many cells (64 = 512 px on SD)
+    /// in bands of rows, to bound the VAE's memory; 0 = never. Banded images equal the
+    /// whole decode to float rounding; the cost is time (docs/PERFORMANCE.md).
     pub vae_tile: usize,
     /// Folder of a CLIP model (transformers' CLIPModel layout) that scores the images of
     /// quality gates; empty: gates that ask for image metrics are refused.

@@ -13,6 +13,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, T
 use candle_nn::{self as nn, VarBuilder};
 use rayon::prelude::*;
 
+/// Inputs of at least this many values have their group sums taken in parallel.
+const PARALLEL_SUMS_FROM: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     inner: nn::GroupNorm,
@@ -20,6 +23,7 @@ pub struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
     groups: usize,
+    channels: usize,
     eps: f64,
 }
 
@@ -33,8 +37,14 @@ impl GroupNorm {
             weight: weight.contiguous()?,
             bias: bias.contiguous()?,
             groups,
+            channels,
             eps,
         })
+    }
+
+    /// The number of channels it normalises.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
     /// Group norm, then SiLU, as the resnets and the decoder's output use them.
@@ -114,6 +124,9 @@ impl GroupNorm {
     /// Sums of the values and their squares per (image, group) of `xs` [b, c, …], in
     /// f64: what [`GroupStatistics`] of a whole image are accumulated from, part by part.
     pub fn group_sums(&self, xs: &Tensor) -> Result<GroupSums> {
+        if self.uses_own_kernel(xs) {
+            return self.group_sums_cpu(xs);
+        }
         let b = xs.dim(0)?;
         let grouped = xs.to_dtype(DType::F64)?.reshape((b, self.groups, ()))?;
         let count = grouped.dim(2)? as f64;
@@ -122,6 +135,38 @@ impl GroupNorm {
             sum: flat(grouped.sum(2)?)?,
             sum_of_squares: flat(grouped.sqr()?.sum(2)?)?,
             count,
+        })
+    }
+
+    /// [`Self::group_sums`] in one parallel read: the tensor-operation path converts
+    /// the whole input to f64 and squares it on one thread, which banded VAE decoding
+    /// would pay once per norm.
+    fn group_sums_cpu(&self, xs: &Tensor) -> Result<GroupSums> {
+        let xs = xs.contiguous()?;
+        let groups = xs.dim(0)? * self.groups;
+        let (storage, layout) = xs.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            candle_core::bail!("group sums: not on the CPU")
+        };
+        let values = f32_slice(storage, layout, "group sums")?;
+        let group_len = values.len() / groups.max(1);
+        let sums = |group: &[f32]| {
+            group.iter().fold((0f64, 0f64), |(s, q), &x| {
+                let x = f64::from(x);
+                (s + x, q + x * x)
+            })
+        };
+        // Small inputs (a thin band) on the calling thread: waiting for the pool costs
+        // more than the sums.
+        let (sum, sum_of_squares): (Vec<f64>, Vec<f64>) = if values.len() < PARALLEL_SUMS_FROM {
+            values.chunks(group_len.max(1)).map(sums).unzip()
+        } else {
+            values.par_chunks(group_len.max(1)).map(sums).unzip()
+        };
+        Ok(GroupSums {
+            sum,
+            sum_of_squares,
+            count: group_len as f64,
         })
     }
 
@@ -339,6 +384,7 @@ mod tests {
             weight,
             bias,
             groups,
+            channels: c,
             eps: 1e-6,
         };
         let diff = |a: Tensor, b: Tensor| refact_testkit::max_abs_diff(&a, &b);
@@ -360,6 +406,19 @@ mod tests {
             bias: norm.bias.to_dtype(DType::F64).unwrap(),
             ..norm.clone()
         };
+        // The CPU kernel's sums are the tensor-operation path's (which f64 input takes).
+        let kernel = norm.group_sums(&xs).unwrap();
+        let tensor_ops = norm_f64.group_sums(&as_f64).unwrap();
+        assert_eq!(kernel.count, tensor_ops.count);
+        for (a, b) in kernel.sum.iter().zip(&tensor_ops.sum) {
+            assert!((a - b).abs() < 1e-9 * b.abs().max(1.0), "sum {a} vs {b}");
+        }
+        for (a, b) in kernel.sum_of_squares.iter().zip(&tensor_ops.sum_of_squares) {
+            assert!(
+                (a - b).abs() < 1e-9 * b.abs().max(1.0),
+                "squares {a} vs {b}"
+            );
+        }
         let other_path = norm_f64
             .forward_with_statistics(&as_f64, &own, true)
             .unwrap()

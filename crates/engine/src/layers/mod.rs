@@ -12,4 +12,4 @@ pub mod softmax;
 
 pub use conv::Conv2d;
 pub use group_norm::{GroupNorm, GroupStatistics, GroupSums};
-pub use resnet::{Normalise, OwnStatistics, ResnetBlock2D, ResnetSpec};
+pub use resnet::{GivenStatistics, Normalise, OwnStatistics, ResnetBlock2D, ResnetSpec};

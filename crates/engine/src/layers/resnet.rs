@@ -3,7 +3,7 @@
 //! convolution adds onto inside its matrix product.
 
 use super::conv::Conv2d;
-use super::group_norm::GroupNorm;
+use super::group_norm::{GroupNorm, GroupStatistics};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
 
@@ -22,7 +22,8 @@ pub struct ResnetSpec {
 }
 
 /// How a group norm followed by SiLU gets its statistics. Blocks normalise each input over
-/// itself ([`OwnStatistics`]); tiled VAE decoding gives each tile the whole image's.
+/// itself ([`OwnStatistics`]); banded VAE decoding gives each band the whole image's
+/// ([`GivenStatistics`]).
 /// Called once per norm, in the order the network runs them.
 pub trait Normalise {
     fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor>;
@@ -34,6 +35,16 @@ pub struct OwnStatistics;
 impl Normalise for OwnStatistics {
     fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
         norm.forward_silu(xs)
+    }
+}
+
+/// Every input normalised with statistics gathered elsewhere (the whole image's, for one
+/// band of it): one norm at a time, so a block's two norms take two of these.
+pub struct GivenStatistics<'a>(pub &'a GroupStatistics);
+
+impl Normalise for GivenStatistics<'_> {
+    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
+        norm.forward_with_statistics(xs, self.0, true)
     }
 }
 
@@ -83,19 +94,42 @@ impl ResnetBlock2D {
         temb: Option<&Tensor>,
         norms: &mut dyn Normalise,
     ) -> Result<Tensor> {
-        let mut hidden = self.conv1.forward(&norms.norm_silu(&self.norm1, xs)?)?;
+        let hidden = self.first_half(xs, temb, norms)?;
+        self.second_half(xs, &hidden, norms)
+    }
+
+    /// The block up to its second norm: `conv1(silu(norm1(xs)))` plus the projected
+    /// timestep embedding. Banded VAE decoding needs this on its own, to gather the second
+    /// norm's statistics over the whole image before any band goes further.
+    pub fn first_half(
+        &self,
+        xs: &Tensor,
+        temb: Option<&Tensor>,
+        norms: &mut dyn Normalise,
+    ) -> Result<Tensor> {
+        let hidden = self.conv1.forward(&norms.norm_silu(&self.norm1, xs)?)?;
         match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let temb = proj.forward(&nn::ops::silu(temb)?)?;
-                hidden = hidden.broadcast_add(&temb.unsqueeze(2)?.unsqueeze(3)?)?;
+                hidden.broadcast_add(&temb.unsqueeze(2)?.unsqueeze(3)?)
             }
-            (None, None) => {}
+            (None, None) => Ok(hidden),
             (Some(_), None) => candle_core::bail!("resnet block: timestep embedding missing"),
             (None, Some(_)) => {
                 candle_core::bail!("resnet block: built without a timestep embedding")
             }
         }
-        let hidden = norms.norm_silu(&self.norm2, &hidden)?;
+    }
+
+    /// The rest of the block, from [`Self::first_half`]'s `hidden` for the same `xs`:
+    /// `conv2(silu(norm2(hidden)))` plus the shortcut of `xs`.
+    pub fn second_half(
+        &self,
+        xs: &Tensor,
+        hidden: &Tensor,
+        norms: &mut dyn Normalise,
+    ) -> Result<Tensor> {
+        let hidden = norms.norm_silu(&self.norm2, hidden)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
@@ -106,5 +140,16 @@ impl ResnetBlock2D {
         } else {
             out / self.output_scale_factor
         }
+    }
+
+    /// The first norm, which reads the block's input (banded decoding gathers its
+    /// statistics).
+    pub fn norm1(&self) -> &GroupNorm {
+        &self.norm1
+    }
+
+    /// The second norm, which reads [`Self::first_half`]'s output.
+    pub fn norm2(&self) -> &GroupNorm {
+        &self.norm2
     }
 }

@@ -5,7 +5,7 @@
 
 use super::attention::VaeAttention;
 use super::VaeConfig;
-use crate::layers::{Conv2d, GroupNorm, Normalise, OwnStatistics, ResnetBlock2D, ResnetSpec};
+use crate::layers::{Conv2d, GroupNorm, ResnetBlock2D, ResnetSpec};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -89,7 +89,7 @@ impl Decoder {
     /// `latents` [b, latent_channels, h, w] in the VAE's own latent space (already divided
     /// by the scaling factor) → [b, out_channels, h·2^(n−1), w·2^(n−1)].
     pub fn forward(&self, latents: &Tensor) -> Result<Tensor> {
-        self.upper(&self.front(latents)?, &mut OwnStatistics)
+        self.upper(&self.front(latents)?)
     }
 
     /// The part at latent resolution that needs the whole latent: `conv_in` and the mid
@@ -101,39 +101,48 @@ impl Decoder {
         self.mid_second.forward(&xs, None)
     }
 
-    /// The rest, convolutions and group norms only (so it can run on a tile of the
-    /// front's output), with the norms' statistics from `norms`.
-    pub(super) fn upper(&self, front: &Tensor, norms: &mut dyn Normalise) -> Result<Tensor> {
+    /// The rest, convolutions and group norms only, on the whole image.
+    pub(super) fn upper(&self, front: &Tensor) -> Result<Tensor> {
         let mut xs = front.clone();
-        for block in &self.up_blocks {
-            for resnet in &block.resnets {
-                xs = resnet.forward_normalised(&xs, None, norms)?;
-            }
-            if let Some(conv) = &block.upsampler {
-                let (_, _, h, w) = xs.dims4()?;
-                xs = conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?;
-            }
+        for stage in self.upper_stages() {
+            xs = match stage {
+                UpperStage::Resnet(resnet) => resnet.forward(&xs, None)?,
+                UpperStage::Upsample(conv) => {
+                    let (_, _, h, w) = xs.dims4()?;
+                    conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?
+                }
+                UpperStage::Output { norm, conv } => conv.forward(&norm.forward_silu(&xs)?)?,
+            };
         }
-        let xs = norms.norm_silu(&self.conv_norm_out, &xs)?;
-        self.conv_out.forward(&xs)
+        Ok(xs)
     }
 
-    /// How far, in latent cells, an output pixel of [`Self::upper`] can see: every 3×3
-    /// convolution reaches one cell of its own resolution further. A tile decoded with
-    /// this margin around its own region gives that region as the whole image would.
-    pub(super) fn upper_reach(&self) -> usize {
-        let mut reach = 0.0;
-        let mut cell = 1.0; // one activation cell, in latent cells
+    /// [`Self::upper`]'s layers in the order they run, for the whole-image decode and the
+    /// banded one to share.
+    pub(super) fn upper_stages(&self) -> Vec<UpperStage<'_>> {
+        let mut stages = Vec::new();
         for block in &self.up_blocks {
-            reach += block.resnets.len() as f64 * 2.0 * cell;
-            if block.upsampler.is_some() {
-                cell /= 2.0;
-                reach += cell;
-            }
+            stages.extend(block.resnets.iter().map(UpperStage::Resnet));
+            stages.extend(block.upsampler.iter().map(UpperStage::Upsample));
         }
-        // conv_out.
-        reach += cell;
-        // Nearest upsampling rounds a position down: one more cell covers it.
-        reach.ceil() as usize + 1
+        stages.push(UpperStage::Output {
+            norm: &self.conv_norm_out,
+            conv: &self.conv_out,
+        });
+        stages
     }
+}
+
+/// One step of the decoder above its front; each 3×3 convolution reads one row above and
+/// below, which is all banded decoding needs to know about the layers.
+pub(super) enum UpperStage<'a> {
+    /// A resnet block (two norms, two 3×3 convolutions, a shortcut).
+    Resnet(&'a ResnetBlock2D),
+    /// Nearest ×2, then this 3×3 convolution.
+    Upsample(&'a Conv2d),
+    /// Group norm, SiLU, then this 3×3 convolution into pixels.
+    Output {
+        norm: &'a GroupNorm,
+        conv: &'a Conv2d,
+    },
 }

@@ -3,19 +3,19 @@
 //! encoder's weights are never read.
 
 mod attention;
+mod banded;
 mod decoder;
-mod tiling;
 
 use crate::config_file::read_json;
 use crate::error::{EngineError, Result};
 use crate::layers::Conv2d;
+pub use banded::{VaeTiling, DEFAULT_BAND_VALUES};
 use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use decoder::Decoder;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-pub use tiling::VaeTiling;
 
 /// File names inside a diffusers model folder.
 pub const CONFIG_FILE: &str = "vae/config.json";
@@ -161,7 +161,7 @@ pub struct Vae {
     decoder: Decoder,
     config: VaeConfig,
     dtype: DType,
-    /// Decode large latents in tiles (`None`: always whole).
+    /// Decode large latents in bands of rows (`None`: always whole).
     tiling: Option<VaeTiling>,
 }
 
@@ -216,8 +216,8 @@ impl Vae {
         self.dtype
     }
 
-    /// Decode latents larger than a tile in tiles (`None`: whole, as diffusers does by
-    /// default). See [`VaeTiling`].
+    /// Decode latents above the threshold in bands of rows, to the same image with less
+    /// memory (`None`: whole, as diffusers does by default). See [`VaeTiling`].
     pub fn set_tiling(&mut self, tiling: Option<VaeTiling>) {
         self.tiling = tiling;
     }
@@ -234,7 +234,7 @@ impl Vae {
         let (_, _, h, w) = latents.dims4()?;
         Ok(match self.tiling {
             Some(tiling) if tiling.applies_to(h, w) => {
-                tiling::decode_tiled(&self.decoder, &latents, tiling)?
+                banded::decode_banded(&self.decoder, &latents, tiling)?
             }
             _ => self.decoder.forward(&latents)?,
         })

@@ -52,9 +52,9 @@ pub struct Args {
     /// Also write the float image: tensor `image` [H, W, 3] f32 in [0, 1].
     #[arg(long)]
     pub out_raw: Option<PathBuf>,
-    /// Decode in tiles of this many latent cells per side when the latent is larger
-    /// (64 = 512 px on SD), bounding the VAE's memory; 0 = whole. Near, not equal to,
-    /// the whole decode (docs/PERFORMANCE.md).
+    /// Decode in bands of rows when the latent has a side above this many cells (64 =
+    /// 512 px on SD), bounding the VAE's memory; 0 = always whole. The image is the
+    /// same (docs/PERFORMANCE.md).
     #[arg(long, default_value_t = 0)]
     pub vae_tile: usize,
 }
