@@ -41,40 +41,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Clone, Copy)]
 enum Case {
     /// 10 prompts of `tokens` tokens each (77: padded, as generation encodes them).
-    TextEncoder {
-        tokens: usize,
-    },
+    TextEncoder { tokens: usize },
     /// 10 prompts of 77 tokens at a version holding `edits` rank-one edits of layer 7,
     /// prepared once as the service does when a version is loaded.
-    EditedTextEncoder {
-        edits: usize,
-    },
+    EditedTextEncoder { edits: usize },
     /// One step of SD v1.5's UNet on `rows` inputs (2: one image with CFG; the table's
     /// case). `--case unetrowsR-N` times R rows, to see how a batch's per-image cost
     /// grows on a device.
-    UnetStep {
-        pixels: usize,
-        rows: usize,
-    },
+    UnetStep { pixels: usize, rows: usize },
     /// One step of SDXL base's UNet (2.6 B parameters): CFG batch 2, the 2048-wide
     /// context of both text encoders, pooled text and size numbers.
-    SdxlUnetStep {
-        pixels: usize,
-    },
-    VaeDecode {
-        pixels: usize,
-    },
+    SdxlUnetStep { pixels: usize },
+    /// The VAE decode of `rows` latents in one call (1 in the table; `--case
+    /// vaerowsR-N` decodes R, as a batch of the service does at 256 px).
+    VaeDecode { pixels: usize, rows: usize },
     /// A whole image on the tiny-sd fixture (tests/fixtures/tiny-sd, its own PNDM
     /// scheduler): prompt, 4 steps with guidance, VAE decode. Tiny weights at a full
     /// image size: what the evaluation runner waits for on the fixture.
-    FixtureImage {
-        pixels: usize,
-    },
+    FixtureImage { pixels: usize },
     /// The VAE decode in bands (`VaeTiling`, for latents above 64 cells, 512 px): what
     /// banding saves in peak memory and costs in time against `vae-N`.
-    TiledVaeDecode {
-        pixels: usize,
-    },
+    TiledVaeDecode { pixels: usize },
 }
 
 /// `vaetiled-N` decodes in bands latents with a side above this many cells.
@@ -88,7 +75,8 @@ impl Case {
             Case::UnetStep { pixels, rows: 2 } => format!("unet-{pixels}"),
             Case::UnetStep { pixels, rows } => format!("unetrows{rows}-{pixels}"),
             Case::SdxlUnetStep { pixels } => format!("sdxlunet-{pixels}"),
-            Case::VaeDecode { pixels } => format!("vae-{pixels}"),
+            Case::VaeDecode { pixels, rows: 1 } => format!("vae-{pixels}"),
+            Case::VaeDecode { pixels, rows } => format!("vaerows{rows}-{pixels}"),
             Case::FixtureImage { pixels } => format!("fixture-{pixels}"),
             Case::TiledVaeDecode { pixels } => format!("vaetiled-{pixels}"),
         }
@@ -111,8 +99,14 @@ impl Case {
                 "SDXL UNet step, CFG batch 2, {pixels} px (latent {0}×{0}, 77 tokens)",
                 pixels / 8
             ),
-            Case::VaeDecode { pixels } => {
+            Case::VaeDecode { pixels, rows: 1 } => {
                 format!("VAE decode, {pixels} px (latent {0}×{0})", pixels / 8)
+            }
+            Case::VaeDecode { pixels, rows } => {
+                format!(
+                    "VAE decode, {rows} × {pixels} px (latent {0}×{0})",
+                    pixels / 8
+                )
             }
             Case::FixtureImage { pixels } => {
                 format!("whole image on the tiny-sd fixture, {pixels} px, {FIXTURE_STEPS} steps")
@@ -135,7 +129,11 @@ impl Case {
                 rows: rows["unetrows".len()..].parse().ok()?,
             }),
             "sdxlunet" => Some(Case::SdxlUnetStep { pixels }),
-            "vae" => Some(Case::VaeDecode { pixels }),
+            "vae" => Some(Case::VaeDecode { pixels, rows: 1 }),
+            rows if rows.starts_with("vaerows") => Some(Case::VaeDecode {
+                pixels,
+                rows: rows["vaerows".len()..].parse().ok()?,
+            }),
             "fixture" => Some(Case::FixtureImage { pixels }),
             "vaetiled" => Some(Case::TiledVaeDecode { pixels }),
             _ => None,
@@ -301,7 +299,7 @@ fn run_case(case: Case, reps: usize, target: &Target) {
             });
             (secs, build_secs)
         }
-        Case::VaeDecode { pixels } | Case::TiledVaeDecode { pixels } => {
+        Case::VaeDecode { pixels, .. } | Case::TiledVaeDecode { pixels } => {
             let config = VaeConfig::from_file(&config_path("sd15-vae.json")).expect("config");
             let vb = weights.var_builder(dtype, &device);
             let mut vae = Vae::new(vb, &config).expect("vae");
@@ -310,7 +308,11 @@ fn run_case(case: Case, reps: usize, target: &Target) {
             }
             let build_secs = build.elapsed().as_secs_f64();
             let latent = pixels / 8;
-            let latents = Tensor::randn(0f32, 1.0, (1, 4, latent, latent), &device).unwrap();
+            let rows = match case {
+                Case::VaeDecode { rows, .. } => rows,
+                _ => 1,
+            };
+            let latents = Tensor::randn(0f32, 1.0, (rows, 4, latent, latent), &device).unwrap();
             let secs = time_runs(&device, reps, || vae.decode(&latents).expect("vae decode"));
             (secs, build_secs)
         }
@@ -388,8 +390,14 @@ fn run_all(quick: bool, reps: usize, target: &Target) {
             pixels: 512,
             rows: 2,
         },
-        Case::VaeDecode { pixels: 256 },
-        Case::VaeDecode { pixels: 512 },
+        Case::VaeDecode {
+            pixels: 256,
+            rows: 1,
+        },
+        Case::VaeDecode {
+            pixels: 512,
+            rows: 1,
+        },
         Case::FixtureImage { pixels: 512 },
     ];
     let cases = cases.into_iter().filter(|case| {
@@ -397,7 +405,7 @@ fn run_all(quick: bool, reps: usize, target: &Target) {
             || !matches!(
                 case,
                 Case::UnetStep { pixels: 512, .. }
-                    | Case::VaeDecode { pixels: 512 }
+                    | Case::VaeDecode { pixels: 512, .. }
                     | Case::FixtureImage { pixels: 512 }
             )
     });
