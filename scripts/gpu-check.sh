@@ -5,7 +5,8 @@
 #   1. nvidia-smi
 #   2. the cuda_matmul example (cuBLAS + candle's kernels against the CPU)
 #   3. the carried test binaries (the engine's CUDA parity tests)
-#   4. the carried bench binaries
+#   4. the carried bench binaries, then the engine bench's VAE decode at 1024 px whole
+#      and in bands (vae_tile)
 #   5. tools/bench/side_by_side.py --device cuda (ours: the carried engine bench; the
 #      peer: diffusers from .devcarry/wheels in f16 with SDPA), if the wheel was carried
 # and writes to $OUT: summary.txt, gpu-check.log (everything), logs.tar.gz (one log per
@@ -175,6 +176,13 @@ for exe in "$BIN"/benches/*; do
   step "bench-$(basename "$exe")" "$GPU_STEP_TIMEOUT" "$exe" "${BENCH_ARGS[@]}"
 done
 engine_bench=$(find "$BIN/benches" -maxdepth 1 -name 'engine*' -type f | head -n1)
+# Banded VAE decoding (vae_tile) is tested on the CPU only: run it here beside the whole
+# decode at 1024 px, for its time on the device.
+if [[ -n "$engine_bench" ]]; then
+  for case in vae-1024 vaetiled-1024; do
+    step "engine-$case" "$GPU_STEP_TIMEOUT" "$engine_bench" --case "$case" --device cuda --reps 2
+  done
+fi
 if compgen -G "$CARRY/wheels/*.whl" >/dev/null && [[ -n "$engine_bench" ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --target "$WORK/site" "$CARRY"/wheels/*.whl &&
