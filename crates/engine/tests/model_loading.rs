@@ -105,17 +105,12 @@ fn the_demo_model_is_created_once_deterministically_and_generates() {
 #[test]
 fn a_random_model_of_other_sizes_is_written_once_and_loads_with_them() {
     let fixture = refact_testkit::fixture_dir();
-    let read = |name: &str| std::fs::read_to_string(fixture.join(name)).unwrap();
-    let (text_encoder, unet, vae) = (
-        read("text_encoder/config.json"),
-        read("unet/config.json"),
-        read("vae/config.json"),
-    );
-    let sizes = RandomSizes {
-        text_encoder: &text_encoder,
-        unet: &unet,
-        vae: &vae,
-    };
+    let sizes = RandomSizes::read(
+        &fixture.join("text_encoder/config.json"),
+        &fixture.join("unet/config.json"),
+        &fixture.join("vae/config.json"),
+    )
+    .unwrap();
     let data = tempfile::tempdir().unwrap();
     let dir = ensure_random_model(&data.path().join("models/small"), &sizes).unwrap();
     let weights = dir.join("unet/diffusion_pytorch_model.safetensors");

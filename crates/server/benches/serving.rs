@@ -36,17 +36,12 @@ fn bench_model() -> (std::path::PathBuf, &'static str) {
         Ok("fixture") | Err(_) => (refact_testkit::fixture_dir(), "fixture model"),
         Ok("sd15") => {
             let configs = refact_testkit::workspace_root().join("crates/engine/benches/configs");
-            let read = |name: &str| std::fs::read_to_string(configs.join(name)).unwrap();
-            let (text_encoder, unet, vae) = (
-                read("sd15-text_encoder.json"),
-                read("sd15-unet.json"),
-                read("sd15-vae.json"),
-            );
-            let sizes = RandomSizes {
-                text_encoder: &text_encoder,
-                unet: &unet,
-                vae: &vae,
-            };
+            let sizes = RandomSizes::read(
+                &configs.join("sd15-text_encoder.json"),
+                &configs.join("sd15-unet.json"),
+                &configs.join("sd15-vae.json"),
+            )
+            .expect("SD v1.5 configs");
             let dir = refact_testkit::workspace_root().join("target/bench-models/sd15-random");
             let dir = ensure_random_model(&dir, &sizes).expect("random SD v1.5 folder");
             (dir, "SD v1.5 sizes, random weights")

@@ -23,7 +23,6 @@ pub struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
     groups: usize,
-    channels: usize,
     eps: f64,
 }
 
@@ -37,14 +36,14 @@ impl GroupNorm {
             weight: weight.contiguous()?,
             bias: bias.contiguous()?,
             groups,
-            channels,
             eps,
         })
     }
 
     /// The number of channels it normalises.
     pub fn channels(&self) -> usize {
-        self.channels
+        // `weight` is [channels].
+        self.weight.elem_count()
     }
 
     /// Group norm, then SiLU, as the resnets and the decoder's output use them.
@@ -384,7 +383,6 @@ mod tests {
             weight,
             bias,
             groups,
-            channels: c,
             eps: 1e-6,
         };
         let diff = |a: Tensor, b: Tensor| refact_testkit::max_abs_diff(&a, &b);

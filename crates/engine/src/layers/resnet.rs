@@ -24,26 +24,25 @@ pub struct ResnetSpec {
 /// How a group norm followed by SiLU gets its statistics. Blocks normalise each input over
 /// itself ([`OwnStatistics`]); banded VAE decoding gives each band the whole image's
 /// ([`GivenStatistics`]).
-/// Called once per norm, in the order the network runs them.
 pub trait Normalise {
-    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor>;
+    fn norm_silu(&self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor>;
 }
 
 /// Each input normalised over itself, as PyTorch's `GroupNorm`.
 pub struct OwnStatistics;
 
 impl Normalise for OwnStatistics {
-    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
+    fn norm_silu(&self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
         norm.forward_silu(xs)
     }
 }
 
 /// Every input normalised with statistics gathered elsewhere (the whole image's, for one
-/// band of it): one norm at a time, so a block's two norms take two of these.
+/// band of it): they belong to one norm, so a block's two norms take two of these.
 pub struct GivenStatistics<'a>(pub &'a GroupStatistics);
 
 impl Normalise for GivenStatistics<'_> {
-    fn norm_silu(&mut self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
+    fn norm_silu(&self, norm: &GroupNorm, xs: &Tensor) -> Result<Tensor> {
         norm.forward_with_statistics(xs, self.0, true)
     }
 }
@@ -84,18 +83,8 @@ impl ResnetBlock2D {
 
     /// `xs` [b, c_in, h, w]; `temb` [b, temb_channels] when the block was built with one.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_normalised(xs, temb, &mut OwnStatistics)
-    }
-
-    /// [`Self::forward`] with the group norms' statistics taken from `norms`.
-    pub fn forward_normalised(
-        &self,
-        xs: &Tensor,
-        temb: Option<&Tensor>,
-        norms: &mut dyn Normalise,
-    ) -> Result<Tensor> {
-        let hidden = self.first_half(xs, temb, norms)?;
-        self.second_half(xs, &hidden, norms)
+        let hidden = self.first_half(xs, temb, &OwnStatistics)?;
+        self.second_half(xs, &hidden, &OwnStatistics)
     }
 
     /// The block up to its second norm: `conv1(silu(norm1(xs)))` plus the projected
@@ -105,7 +94,7 @@ impl ResnetBlock2D {
         &self,
         xs: &Tensor,
         temb: Option<&Tensor>,
-        norms: &mut dyn Normalise,
+        norms: &dyn Normalise,
     ) -> Result<Tensor> {
         let hidden = self.conv1.forward(&norms.norm_silu(&self.norm1, xs)?)?;
         match (&self.time_emb_proj, temb) {
@@ -127,7 +116,7 @@ impl ResnetBlock2D {
         &self,
         xs: &Tensor,
         hidden: &Tensor,
-        norms: &mut dyn Normalise,
+        norms: &dyn Normalise,
     ) -> Result<Tensor> {
         let hidden = norms.norm_silu(&self.norm2, hidden)?;
         let shortcut = match &self.conv_shortcut {

@@ -12,6 +12,7 @@ use crate::text_encoder::{ClipTextConfig, ClipTextEncoder};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use candle_core::{DType, Device, Tensor};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -136,16 +137,33 @@ const MARKER: &str = r#"{
 /// encoder, UNet and VAE. Everything else (tokenizer, scheduler, weights) is the same
 /// for any sizes.
 pub struct RandomSizes<'a> {
-    pub text_encoder: &'a str,
-    pub unet: &'a str,
-    pub vae: &'a str,
+    pub text_encoder: Cow<'a, str>,
+    pub unet: Cow<'a, str>,
+    pub vae: Cow<'a, str>,
+}
+
+impl RandomSizes<'static> {
+    /// The sizes in three `config.json` files (a model folder's, or the benchmarks'
+    /// configs of real models).
+    pub fn read(text_encoder: &Path, unet: &Path, vae: &Path) -> Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map(Cow::Owned)
+                .map_err(|e| EngineError::io(path, e))
+        };
+        Ok(Self {
+            text_encoder: read(text_encoder)?,
+            unet: read(unet)?,
+            vae: read(vae)?,
+        })
+    }
 }
 
 /// The demo model's own sizes (about 3 MB of weights).
 const DEMO_SIZES: RandomSizes<'static> = RandomSizes {
-    text_encoder: TEXT_ENCODER,
-    unet: UNET,
-    vae: VAE,
+    text_encoder: Cow::Borrowed(TEXT_ENCODER),
+    unet: Cow::Borrowed(UNET),
+    vae: Cow::Borrowed(VAE),
 };
 
 /// The demo model's folder under `data_dir`, created on first use.

@@ -137,18 +137,11 @@ impl Bands {
 
     /// `norm`'s statistics of the whole activation.
     fn statistics(&self, norm: &GroupNorm) -> Result<GroupStatistics> {
-        let mut sums: Option<GroupSums> = None;
+        let mut sums = SumsOverBands::default();
         for (_, band) in &self.bands {
-            let part = norm.group_sums(band)?;
-            match sums.as_mut() {
-                Some(total) => total.add(&part),
-                None => sums = Some(part),
-            }
+            sums.add(norm.group_sums(band)?);
         }
-        match sums {
-            Some(sums) => Ok(sums.statistics()),
-            None => candle_core::bail!("banded decode: statistics of an empty activation"),
-        }
+        sums.statistics()
     }
 
     /// The whole activation as one tensor.
@@ -164,6 +157,27 @@ impl Bands {
             .front()
             .map_or(Ok((0, 0, 0, 0)), |(_, t)| t.dims4())?;
         Ok(b * c * w)
+    }
+}
+
+/// One norm's group sums, added up band by band.
+#[derive(Default)]
+struct SumsOverBands(Option<GroupSums>);
+
+impl SumsOverBands {
+    fn add(&mut self, part: GroupSums) {
+        match &mut self.0 {
+            Some(total) => total.add(&part),
+            None => self.0 = Some(part),
+        }
+    }
+
+    /// The statistics of everything added.
+    fn statistics(self) -> Result<GroupStatistics> {
+        match self.0 {
+            Some(sums) => Ok(sums.statistics()),
+            None => candle_core::bail!("banded decode: statistics of an empty activation"),
+        }
     }
 }
 
@@ -225,26 +239,19 @@ fn resnet_stage(xs: &mut Bands, tiling: VaeTiling, resnet: &ResnetBlock2D) -> Re
     let first = xs.statistics(resnet.norm1())?;
     let widest = resnet.norm1().channels().max(resnet.norm2().channels());
     let rows = tiling.band_rows(xs.values_per_row()? / resnet.norm1().channels() * widest);
-    let mut sums: Option<GroupSums> = None;
+    let mut sums = SumsOverBands::default();
     for_each_band(
         xs,
         1,
         rows,
         false,
-        |band| resnet.first_half(band, None, &mut GivenStatistics(&first)),
+        |band| resnet.first_half(band, None, &GivenStatistics(&first)),
         |hidden| {
-            let part = resnet.norm2().group_sums(&hidden)?;
-            match sums.as_mut() {
-                Some(total) => total.add(&part),
-                None => sums = Some(part),
-            }
+            sums.add(resnet.norm2().group_sums(&hidden)?);
             Ok(())
         },
     )?;
-    let second = match sums {
-        Some(sums) => sums.statistics(),
-        None => candle_core::bail!("banded decode: an empty activation"),
-    };
+    let second = sums.statistics()?;
     let mut out = Bands::new(xs.height);
     for_each_band(
         xs,
@@ -252,8 +259,8 @@ fn resnet_stage(xs: &mut Bands, tiling: VaeTiling, resnet: &ResnetBlock2D) -> Re
         rows,
         true,
         |band| {
-            let hidden = resnet.first_half(band, None, &mut GivenStatistics(&first))?;
-            resnet.second_half(band, &hidden, &mut GivenStatistics(&second))
+            let hidden = resnet.first_half(band, None, &GivenStatistics(&first))?;
+            resnet.second_half(band, &hidden, &GivenStatistics(&second))
         },
         |rows| out.push(rows),
     )?;
