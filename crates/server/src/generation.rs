@@ -2,10 +2,16 @@
 //!
 //! Handlers send `(params, version deltas, span, reply)` and await the reply, so tensor
 //! code never runs on the async runtime and a full queue is refused at once (503) instead
-//! of piling up. The thread takes the oldest request, waits up to `max_wait` for more
-//! that share its [`BatchKey`] (size, steps, scheduler, guidance on or off), and renders
-//! up to `max_batch` of them in one denoising loop, each row at its own version, prompt,
-//! seed and guidance scale; requests of other keys keep their place for the next batch.
+//! of piling up. The thread takes the oldest request, gathers more that share its
+//! [`BatchKey`] (size, steps, scheduler, guidance on or off), and renders up to
+//! `max_batch` of them in one denoising loop, each row at its own version, prompt, seed
+//! and guidance scale; requests of other keys keep their place for the next batch.
+//!
+//! Waiting for company (up to `max_wait`) only pays when requests overlap, so the thread
+//! waits only when it has seen them overlap: the last batch had more than one image, the
+//! oldest request had to queue behind a render, or it is one image of a multi-image
+//! request whose others are on their way. A lone request on an idle server starts at
+//! once: waiting would only add `max_wait` to its latency.
 //! A request whose client went away (or whose request timeout fired: the handler is
 //! dropped either way) is skipped before it is rendered, and a batch stops at the next
 //! step once all of its clients are gone. On shutdown, new requests are refused and
@@ -30,6 +36,8 @@ struct Job<B: ModelBackend> {
     deltas: B::Deltas,
     span: Span,
     queued_at: Instant,
+    /// Images of the same request queued after this one (`num_images` − 1 for its first).
+    siblings: usize,
     reply: oneshot::Sender<Result<Rendered, ApiError>>,
 }
 
@@ -46,7 +54,8 @@ pub struct Rendered {
 pub struct BatchPolicy {
     /// Images per batch at most (1: no batching).
     pub max_batch: usize,
-    /// How long the oldest request waits for others to join its batch.
+    /// How long the oldest request waits for others to join its batch, when requests
+    /// overlap (see the module's documentation).
     pub max_wait: Duration,
 }
 
@@ -95,6 +104,8 @@ impl<B: ModelBackend> Generator<B> {
             receiver,
             waiting: VecDeque::new(),
             policy,
+            last_batch_shared: false,
+            last_render_end: None,
             depth: depth.clone(),
             rendered: rendered.clone(),
             shutdown: shutdown.clone(),
@@ -128,7 +139,43 @@ impl<B: ModelBackend> Generator<B> {
         params: GenerateParams,
         deltas: B::Deltas,
     ) -> Result<Rendered, ApiError> {
-        let (job, answer) = self.job(params, deltas)?;
+        let answer = self.queue(params, deltas, 0)?;
+        answer.await.map_err(|_| dropped())?
+    }
+
+    /// Queues the images of one request (`num_images` of them, one `params` each) and
+    /// waits for them all, in order. The first tells the thread how many follow, so it
+    /// waits for them (up to `max_wait`) and they share a batch where `max_batch` allows.
+    /// If the queue is full part way, the error is returned and the images already queued
+    /// are skipped when their turn comes (nobody waits for them).
+    pub async fn generate_group(
+        &self,
+        rows: Vec<GenerateParams>,
+        deltas: B::Deltas,
+    ) -> Result<Vec<Rendered>, ApiError>
+    where
+        B::Deltas: Clone,
+    {
+        let count = rows.len();
+        let mut answers = Vec::with_capacity(count);
+        for (i, params) in rows.into_iter().enumerate() {
+            answers.push(self.queue(params, deltas.clone(), count - 1 - i)?);
+        }
+        let mut rendered = Vec::with_capacity(count);
+        for answer in answers {
+            rendered.push(answer.await.map_err(|_| dropped())??);
+        }
+        Ok(rendered)
+    }
+
+    /// Puts one image in the queue; fails at once when the queue is full.
+    fn queue(
+        &self,
+        params: GenerateParams,
+        deltas: B::Deltas,
+        siblings: usize,
+    ) -> Result<oneshot::Receiver<Result<Rendered, ApiError>>, ApiError> {
+        let (job, answer) = self.job(params, deltas, siblings)?;
         if let Err(err) = self.sender.try_send(job) {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(match err {
@@ -139,7 +186,7 @@ impl<B: ModelBackend> Generator<B> {
             });
         }
         m::set_generate_queue_depth(self.depth());
-        answer.await.map_err(|_| dropped())?
+        Ok(answer)
     }
 
     /// Queues one image and waits for it, blocking the calling thread: for work that runs
@@ -151,7 +198,7 @@ impl<B: ModelBackend> Generator<B> {
         params: GenerateParams,
         deltas: B::Deltas,
     ) -> Result<Rendered, ApiError> {
-        let (job, answer) = self.job(params, deltas)?;
+        let (job, answer) = self.job(params, deltas, 0)?;
         if self.sender.send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(thread_stopped());
@@ -167,6 +214,7 @@ impl<B: ModelBackend> Generator<B> {
         &self,
         params: GenerateParams,
         deltas: B::Deltas,
+        siblings: usize,
     ) -> Result<(Job<B>, oneshot::Receiver<Result<Rendered, ApiError>>), ApiError> {
         if self.shutdown.is_draining() {
             return Err(ApiError::ShuttingDown);
@@ -178,6 +226,7 @@ impl<B: ModelBackend> Generator<B> {
             deltas,
             span: Span::current(),
             queued_at: Instant::now(),
+            siblings,
             reply,
         };
         self.depth.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +249,10 @@ struct GenerationThread<B: ModelBackend> {
     receiver: mpsc::Receiver<Job<B>>,
     waiting: VecDeque<Job<B>>,
     policy: BatchPolicy,
+    /// Whether the last batch had more than one image: requests overlap.
+    last_batch_shared: bool,
+    /// When the last render ended; a request queued before it had to wait for the model.
+    last_render_end: Option<Instant>,
     depth: Arc<AtomicUsize>,
     rendered: Arc<AtomicU64>,
     shutdown: Arc<Shutdown>,
@@ -208,8 +261,20 @@ struct GenerationThread<B: ModelBackend> {
 impl<B: ModelBackend> GenerationThread<B> {
     fn run(mut self) {
         while let Some(batch) = self.next_batch() {
+            self.last_batch_shared = batch.len() > 1;
             self.render(batch);
+            self.last_render_end = Some(Instant::now());
         }
+    }
+
+    /// Whether requests have been seen to overlap, for a batch that starts as `batch`:
+    /// the last batch had company, the oldest request queued behind a render, or others
+    /// were already waiting.
+    fn requests_overlap(&self, batch: &[Job<B>]) -> bool {
+        let queued_behind_a_render = self
+            .last_render_end
+            .is_some_and(|end| batch[0].queued_at < end);
+        self.last_batch_shared || queued_behind_a_render || batch.len() > 1
     }
 
     /// The oldest request and the ones that can join it; `None` once every handle is
@@ -230,12 +295,17 @@ impl<B: ModelBackend> GenerationThread<B> {
                 index += 1;
             }
         }
+        // Requests already in the queue join either way; the wait is for overlapping
+        // requests, or for the other images of the first one's request (once they are
+        // in, a lone request stops waiting).
+        let overlap = self.requests_overlap(&batch);
         let deadline = Instant::now() + self.policy.max_wait;
         while batch.len() < max {
             let now = Instant::now();
+            let siblings_due = batch.len() <= batch[0].siblings;
             let job = match self.receiver.try_recv() {
                 Ok(job) => job,
-                Err(_) if now >= deadline => break,
+                Err(_) if now >= deadline || !(overlap || siblings_due) => break,
                 Err(_) => match self.receiver.recv_timeout(deadline - now) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -510,6 +580,107 @@ mod tests {
             axum::http::StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    /// A policy whose wait no test would sit out: a request that waited for company
+    /// would make its test time out.
+    fn patient_policy() -> BatchPolicy {
+        BatchPolicy {
+            max_batch: 8,
+            max_wait: std::time::Duration::from_secs(600),
+        }
+    }
+
+    /// `request`, or a failure if it took long enough to have waited for company.
+    async fn promptly<T>(request: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(60), request)
+            .await
+            .expect("the request waited for company that was not coming")
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_on_an_idle_server_starts_at_once() {
+        let (model, _ticks) = ScriptedModel::new();
+        let model = Arc::new(model);
+        let generator = Generator::spawn(
+            model.clone(),
+            4,
+            patient_policy(),
+            Arc::new(Shutdown::default()),
+        )
+        .unwrap();
+        for deltas in 0..3usize {
+            let answer = promptly(generator.generate(params("plain"), vec![0; deltas]))
+                .await
+                .unwrap();
+            assert_eq!(answer.png, format!("{deltas} deltas").into_bytes());
+            assert_eq!(answer.batch_size, 1);
+        }
+        assert_eq!(model.batches.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_images_of_one_request_share_a_batch_without_waiting_for_strangers() {
+        let (model, _ticks) = ScriptedModel::new();
+        let model = Arc::new(model);
+        let generator = Generator::spawn(
+            model.clone(),
+            8,
+            patient_policy(),
+            Arc::new(Shutdown::default()),
+        )
+        .unwrap();
+        let rows = (0..3).map(|_| params("plain")).collect();
+        let answers = promptly(generator.generate_group(rows, vec![1]))
+            .await
+            .unwrap();
+        assert_eq!(answers.len(), 3);
+        assert!(answers.iter().all(|a| a.batch_size == 3), "{answers:?}");
+        assert_eq!(model.batches.lock().unwrap().len(), 1);
+        assert_eq!(generator.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_that_queued_behind_a_render_wait_for_company() {
+        let (model, ticks) = ScriptedModel::new();
+        let model = Arc::new(model);
+        let policy = BatchPolicy {
+            max_batch: 3,
+            max_wait: std::time::Duration::from_secs(600),
+        };
+        let generator =
+            Generator::spawn(model.clone(), 8, policy, Arc::new(Shutdown::default())).unwrap();
+        // The first starts at once and holds the thread until a tick.
+        let running = tokio::spawn({
+            let g = generator.clone();
+            async move { g.generate(params("gated"), vec![]).await }
+        });
+        settle(&generator, 1).await;
+        // Two queue behind it; when the thread is free they wait for a third, which
+        // comes after the render ended.
+        let queued: Vec<_> = (1..3usize)
+            .map(|deltas| {
+                let g = generator.clone();
+                tokio::spawn(async move { g.generate(params("plain"), vec![0; deltas]).await })
+            })
+            .collect();
+        settle(&generator, 3).await;
+        ticks.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap().batch_size, 1);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            queued.iter().all(|q| !q.is_finished()),
+            "the queued requests did not wait for company"
+        );
+        let last = promptly(generator.generate(params("plain"), vec![0; 3]))
+            .await
+            .unwrap();
+        assert_eq!(last.batch_size, 3);
+        for (deltas, request) in (1..3usize).zip(queued) {
+            let answer = request.await.unwrap().unwrap();
+            assert_eq!(answer.png, format!("{deltas} deltas").into_bytes());
+            assert_eq!(answer.batch_size, 3);
+        }
     }
 
     #[tokio::test]

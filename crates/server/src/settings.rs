@@ -150,6 +150,9 @@ pub struct BatchingSettings {
     /// Images per batch at most; 1 turns batching off.
     pub max_batch: usize,
     /// How long the oldest request waits for others to join its batch, in milliseconds.
+    /// It waits only while requests overlap (the last batch had company, or it queued
+    /// behind a render) or for the other images of its own request; a lone request on an
+    /// idle server starts at once.
     pub max_wait_ms: f64,
     /// (version, prompt) text-encoder outputs kept for the next image; 0 turns the
     /// cache off.

@@ -191,14 +191,16 @@ pub async fn generate<B: ModelBackend>(
         let seeds: Vec<u64> = (0..num_images as u64)
             .map(|i| seed.wrapping_add(i))
             .collect();
-        let renders = seeds.iter().map(|&seed| {
-            let params = GenerateParams {
+        let rows = seeds
+            .iter()
+            .map(|&seed| GenerateParams {
                 seed,
                 ..params.clone()
-            };
-            state.generator.generate(params, deltas.clone())
-        });
-        let rendered = futures::future::try_join_all(renders)
+            })
+            .collect();
+        let rendered = state
+            .generator
+            .generate_group(rows, deltas)
             .instrument(span)
             .await?;
         let largest_batch = rendered.iter().map(|r| r.batch_size).max().unwrap_or(1);
