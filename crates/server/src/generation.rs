@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use refact_engine::EngineError;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
@@ -105,7 +106,7 @@ impl<B: ModelBackend> Generator<B> {
             waiting: VecDeque::new(),
             policy,
             last_batch_shared: false,
-            last_render_end: None,
+            model_freed_at: Cell::new(None),
             depth: depth.clone(),
             rendered: rendered.clone(),
             shutdown: shutdown.clone(),
@@ -251,8 +252,11 @@ struct GenerationThread<B: ModelBackend> {
     policy: BatchPolicy,
     /// Whether the last batch had more than one image: requests overlap.
     last_batch_shared: bool,
-    /// When the last render ended; a request queued before it had to wait for the model.
-    last_render_end: Option<Instant>,
+    /// When the last render's answers started to go out; a request queued before then
+    /// had to wait for the model. Set before the answers, not after the render returns,
+    /// so that a client's next request cannot seem to have queued behind the render that
+    /// answered it.
+    model_freed_at: Cell<Option<Instant>>,
     depth: Arc<AtomicUsize>,
     rendered: Arc<AtomicU64>,
     shutdown: Arc<Shutdown>,
@@ -263,7 +267,6 @@ impl<B: ModelBackend> GenerationThread<B> {
         while let Some(batch) = self.next_batch() {
             self.last_batch_shared = batch.len() > 1;
             self.render(batch);
-            self.last_render_end = Some(Instant::now());
         }
     }
 
@@ -272,8 +275,9 @@ impl<B: ModelBackend> GenerationThread<B> {
     /// were already waiting.
     fn requests_overlap(&self, batch: &[Job<B>]) -> bool {
         let queued_behind_a_render = self
-            .last_render_end
-            .is_some_and(|end| batch[0].queued_at < end);
+            .model_freed_at
+            .get()
+            .is_some_and(|freed| batch[0].queued_at < freed);
         self.last_batch_shared || queued_behind_a_render || batch.len() > 1
     }
 
@@ -358,6 +362,7 @@ impl<B: ModelBackend> GenerationThread<B> {
         // queue without itself.
         let batch_size = live.len();
         let images = results.iter().filter(|r| r.is_ok()).count();
+        self.model_freed_at.set(Some(Instant::now()));
         self.rendered.fetch_add(images as u64, Ordering::Relaxed);
         self.finished(batch_size);
         for (job, result) in live.into_iter().zip(results) {
@@ -582,13 +587,24 @@ mod tests {
         assert_eq!(response.headers()["retry-after"], "1");
     }
 
-    /// A policy whose wait no test would sit out: a request that waited for company
-    /// would make its test time out.
-    fn patient_policy() -> BatchPolicy {
-        BatchPolicy {
-            max_batch: 8,
+    /// A generator over a scripted model whose batches wait for company up to ten
+    /// minutes, which no test sits out: a request that waits makes its test time out.
+    fn patient_generator(
+        max_batch: usize,
+    ) -> (
+        Arc<ScriptedModel>,
+        Generator<ScriptedModel>,
+        mpsc::Sender<()>,
+    ) {
+        let (model, ticks) = ScriptedModel::new();
+        let model = Arc::new(model);
+        let policy = BatchPolicy {
+            max_batch,
             max_wait: std::time::Duration::from_secs(600),
-        }
+        };
+        let generator =
+            Generator::spawn(model.clone(), 8, policy, Arc::new(Shutdown::default())).unwrap();
+        (model, generator, ticks)
     }
 
     /// `request`, or a failure if it took long enough to have waited for company.
@@ -600,15 +616,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_request_on_an_idle_server_starts_at_once() {
-        let (model, _ticks) = ScriptedModel::new();
-        let model = Arc::new(model);
-        let generator = Generator::spawn(
-            model.clone(),
-            4,
-            patient_policy(),
-            Arc::new(Shutdown::default()),
-        )
-        .unwrap();
+        let (model, generator, _ticks) = patient_generator(8);
         for deltas in 0..3usize {
             let answer = promptly(generator.generate(params("plain"), vec![0; deltas]))
                 .await
@@ -621,15 +629,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_images_of_one_request_share_a_batch_without_waiting_for_strangers() {
-        let (model, _ticks) = ScriptedModel::new();
-        let model = Arc::new(model);
-        let generator = Generator::spawn(
-            model.clone(),
-            8,
-            patient_policy(),
-            Arc::new(Shutdown::default()),
-        )
-        .unwrap();
+        let (model, generator, _ticks) = patient_generator(8);
         let rows = (0..3).map(|_| params("plain")).collect();
         let answers = promptly(generator.generate_group(rows, vec![1]))
             .await
@@ -642,14 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_that_queued_behind_a_render_wait_for_company() {
-        let (model, ticks) = ScriptedModel::new();
-        let model = Arc::new(model);
-        let policy = BatchPolicy {
-            max_batch: 3,
-            max_wait: std::time::Duration::from_secs(600),
-        };
-        let generator =
-            Generator::spawn(model.clone(), 8, policy, Arc::new(Shutdown::default())).unwrap();
+        let (_model, generator, ticks) = patient_generator(3);
         // The first starts at once and holds the thread until a tick.
         let running = tokio::spawn({
             let g = generator.clone();
