@@ -4,7 +4,9 @@
 //!
 //! A tensor's values depend only on the global seed and its name, never on the order
 //! modules ask for them, so the same seed always builds the same model. Every tensor
-//! handed out is recorded, so the model can then be written to safetensors.
+//! handed out is recorded, so the model can then be written to safetensors, unless the
+//! weights are made [`RandomWeights::unrecorded`] (benchmarks of peak memory: a module
+//! that keeps a converted copy of a weight would otherwise be charged for both).
 
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -20,6 +22,8 @@ use std::sync::{Arc, Mutex};
 pub struct RandomWeights {
     seed: u64,
     made: Arc<Mutex<HashMap<String, Tensor>>>,
+    /// Whether `made` keeps what was handed out.
+    record: bool,
 }
 
 impl RandomWeights {
@@ -27,6 +31,16 @@ impl RandomWeights {
         Self {
             seed,
             made: Arc::new(Mutex::new(HashMap::new())),
+            record: true,
+        }
+    }
+
+    /// Weights that are handed out and forgotten: [`RandomWeights::tensors`] stays
+    /// empty, and asking for a name twice makes its (equal) values twice.
+    pub fn unrecorded(seed: u64) -> Self {
+        Self {
+            record: false,
+            ..Self::new(seed)
         }
     }
 
@@ -90,10 +104,12 @@ impl SimpleBackend for RandomWeights {
             return existing.to_dtype(dtype)?.to_device(device);
         }
         let tensor = Tensor::from_vec(self.make(&shape, name), shape, &Device::Cpu)?;
-        self.made
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), tensor.clone());
+        if self.record {
+            self.made
+                .lock()
+                .expect("not poisoned")
+                .insert(name.to_string(), tensor.clone());
+        }
         tensor.to_dtype(dtype)?.to_device(device)
     }
 
@@ -109,6 +125,19 @@ impl SimpleBackend for RandomWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unrecorded_weights_are_the_same_values_and_are_not_kept() {
+        let recorded = RandomWeights::new(3);
+        let unrecorded = RandomWeights::unrecorded(3);
+        let a = recorded.var_builder(DType::F32, &Device::Cpu);
+        let b = unrecorded.var_builder(DType::F32, &Device::Cpu);
+        let x = a.get((4, 6), "block.proj.weight").unwrap();
+        let y = b.get((4, 6), "block.proj.weight").unwrap();
+        assert_eq!(x.to_vec2::<f32>().unwrap(), y.to_vec2::<f32>().unwrap());
+        assert_eq!(recorded.tensors().len(), 1);
+        assert!(unrecorded.tensors().is_empty());
+    }
 
     #[test]
     fn same_seed_and_name_give_the_same_values_in_any_order() {
