@@ -5,6 +5,7 @@ pub mod conv;
 mod cpu;
 mod fast_exp;
 pub mod fused_attention;
+pub mod geglu;
 pub mod group_norm;
 mod im2col;
 pub mod resnet;

@@ -4,8 +4,8 @@
 
 use super::config::AttentionSpec;
 use super::row_linear::RowLinear;
-use crate::layers::fused_attention;
 use crate::layers::softmax::softmax_last_dim_in_place;
+use crate::layers::{fused_attention, geglu};
 use crate::layers::{Conv2d, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{self as nn, VarBuilder};
@@ -123,8 +123,9 @@ impl Attention {
 }
 
 /// diffusers' `FeedForward` with `activation_fn = "geglu"`: `net.0` projects to twice the
-/// inner width and gates one half with the exact (erf) GELU of the other, `net.2` projects
-/// back. (candle-transformers' tanh GELU is 3.6e-4 off on the fixture's UNet output.)
+/// inner width and gates one half with the exact (erf) GELU of the other
+/// (`layers::geglu`), `net.2` projects back. (candle-transformers' tanh GELU is 3.6e-4
+/// off on the fixture's UNet output.)
 #[derive(Debug)]
 pub struct GegluFeedForward {
     proj_in: RowLinear,
@@ -144,11 +145,8 @@ impl GegluFeedForward {
 
 impl Module for GegluFeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.proj_in.forward(xs)?;
-        let half = projected.dim(candle_core::D::Minus1)? / 2;
-        let hidden = projected.narrow(candle_core::D::Minus1, 0, half)?;
-        let gate = projected.narrow(candle_core::D::Minus1, half, half)?;
-        self.proj_out.forward(&(hidden * gate.gelu_erf()?)?)
+        self.proj_out
+            .forward(&geglu::geglu(&self.proj_in.forward(xs)?)?)
     }
 }
 
