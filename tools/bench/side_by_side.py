@@ -47,6 +47,32 @@ CONFIGS = ROOT / "crates/engine/benches/configs"
 def torch_case(name: str, reps: int, threads: int, device: str) -> dict:
     """Runs one case with diffusers in this process; returns its measurement."""
     import torch
+
+    start = time.perf_counter()
+    call = torch_call(name, threads, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    build = time.perf_counter() - start
+    times = []
+    with torch.inference_mode():
+        call()  # warm-up: first-call allocations and kernel selection
+        sync()
+        for _ in range(reps):
+            start = time.perf_counter()
+            call()
+            sync()
+            times.append(time.perf_counter() - start)
+    return {
+        "secs": times,
+        "build_secs": build,
+        "peak_rss_kb": (torch.cuda.max_memory_allocated() // 1024 if device == "cuda"
+                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+        "version": f"torch {torch.__version__}, diffusers {__import__('diffusers').__version__}",
+    }
+
+
+def torch_call(name: str, threads: int, device: str):
+    """Builds one case's diffusers model and inputs; returns the call to time."""
+    import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.set_num_threads(threads)
@@ -55,7 +81,6 @@ def torch_case(name: str, reps: int, threads: int, device: str) -> dict:
     randn = lambda *shape: torch.randn(*shape).to(device, dtype)
     kind, pixels = name.split("-")
     latent = int(pixels) // 8
-    start = time.perf_counter()
     if kind == "unet":
         model = UNet2DConditionModel.from_config(json.loads((CONFIGS / "sd15-unet.json").read_text()))
         sample = randn(2, 4, latent, latent)
@@ -87,24 +112,7 @@ def torch_case(name: str, reps: int, threads: int, device: str) -> dict:
     if hasattr(model, "eval"):
         model.eval()
     model.to(device, dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    build = time.perf_counter() - start
-    times = []
-    with torch.inference_mode():
-        call()  # warm-up: first-call allocations and kernel selection
-        sync()
-        for _ in range(reps):
-            start = time.perf_counter()
-            call()
-            sync()
-            times.append(time.perf_counter() - start)
-    return {
-        "secs": times,
-        "build_secs": build,
-        "peak_rss_kb": (torch.cuda.max_memory_allocated() // 1024 if device == "cuda"
-                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-        "version": f"torch {torch.__version__}, diffusers {__import__('diffusers').__version__}",
-    }
+    return call
 
 
 def ours(name: str, reps: int, threads: int, device: str, binary: str | None) -> dict:
