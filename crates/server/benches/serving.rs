@@ -1,4 +1,4 @@
-//! Serving benchmark: the real server (CPU, f32, SQLite) driven over HTTP
+//! Serving benchmark: the real server (CPU and f32 unless told, SQLite) driven over HTTP
 //! by `concurrency` clients, each sending its next request when the last one answers.
 //! For batching on (`batching.max_batch` 8) and off (1), all requests at one version or
 //! spread over 16 versions, it prints images/s and p50/p99 latency, and the ratios the
@@ -8,6 +8,10 @@
 //! `REFACT_BENCH_SIZE` (64 px), `REFACT_BENCH_STEPS` (4), `REFACT_BENCH_REQUESTS` per
 //! cell (48); `REFACT_BENCH_MAX_WAIT_MS` overrides `batching.max_wait_ms`;
 //! `REFACT_BENCH_CONCURRENCY` the levels (`1,4,8,16`).
+//!
+//! `REFACT_DEVICE` (`cpu`) and `REFACT_DTYPE` (`f32`) choose where the servers run: on a
+//! GPU machine, a build with `--features cuda` and `REFACT_DEVICE=cuda REFACT_DTYPE=f16`
+//! (as `scripts/gpu-check.sh` sets the device for every bench).
 //!
 //! `REFACT_BENCH_MODEL`: `fixture` (tests/fixtures/tiny-sd, the default) or `sd15`: random
 //! weights at Stable Diffusion v1.5's sizes (ViT-L/14 text encoder, 860 M-parameter UNet,
@@ -22,6 +26,10 @@ use std::time::{Duration, Instant};
 
 const VERSIONS: usize = 16;
 const CONCURRENCY: &str = "1,4,8,16";
+
+fn env_text(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -61,8 +69,8 @@ fn settings(
         database_url: refact_server::secret::Secret::new(database_url),
         model: model.display().to_string(),
         data_dir: data.to_path_buf(),
-        device: "cpu".into(),
-        dtype: "f32".into(),
+        device: env_text("REFACT_DEVICE", "cpu"),
+        dtype: env_text("REFACT_DTYPE", "f32"),
         ..Settings::default()
     };
     settings.auth.enabled = false;
@@ -209,8 +217,12 @@ async fn serve_and_measure() {
         run_cell(&client, base, 1, true, 2, size, steps).await;
     }
 
+    let (device, dtype) = (
+        env_text("REFACT_DEVICE", "cpu"),
+        env_text("REFACT_DTYPE", "f32"),
+    );
     println!(
-        "\nserving, {model_name}, CPU f32, {size} px, {steps} steps, {requests} requests per cell"
+        "\nserving, {model_name}, {device} {dtype}, {size} px, {steps} steps, {requests} requests per cell"
     );
     println!("| concurrency | versions | batch off img/s | batch on img/s | on/off | p50 on (ms) | p99 on (ms) | p50 off (ms) | p99 off (ms) |");
     println!("|---|---|---|---|---|---|---|---|---|");
