@@ -220,6 +220,16 @@ pub fn max_diff_relative_to_scale(a: &Tensor, b: &Tensor) -> f32 {
     max_abs_diff(a, b) / max_abs(b)
 }
 
+/// A deterministic f32 tensor of `shape` on the CPU with values spread over [−0.5, 0.5),
+/// different for each `seed`: operands for kernel tests, without a random generator.
+pub fn pattern(shape: impl Into<candle_core::Shape>, seed: usize) -> Tensor {
+    let shape = shape.into();
+    let values: Vec<f32> = (0..shape.elem_count())
+        .map(|i| (((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5 - 1.0) * 0.5)
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("pattern tensor")
+}
+
 /// Largest |x| of a tensor (NaN if any element is NaN).
 pub fn max_abs(t: &Tensor) -> f32 {
     values(t).iter().map(|x| x.abs()).fold(0.0, nan_max)

@@ -162,15 +162,7 @@ fn attend_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn pattern(shape: (usize, usize, usize), seed: usize) -> Tensor {
-        let len = shape.0 * shape.1 * shape.2;
-        let values: Vec<f32> = (0..len)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5 - 1.0) * 0.5)
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
+    use refact_testkit::pattern;
 
     #[test]
     fn matches_matmul_softmax_matmul() {

@@ -105,14 +105,7 @@ fn one_call_is_exact(rows: usize, in_features: usize, out_features: usize) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn pattern(shape: (usize, usize), seed: usize) -> Tensor {
-        let values: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5 - 1.0) * 0.5)
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
+    use refact_testkit::pattern;
 
     fn layer(in_features: usize, out_features: usize) -> RowLinear {
         let weight = pattern((out_features, in_features), 1);
