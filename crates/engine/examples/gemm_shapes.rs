@@ -1,7 +1,9 @@
 //! The linear layers' products at SDXL's transformer shapes, `x · Wᵀ` through candle's
-//! matmul (the `gemm` crate; the weight as a checkpoint stores it, read through a
-//! transposed view, as `RowLinear` does), in GF/s. `tools/bench/linear_shapes.py` measures PyTorch's `linear` on the same
-//! shapes; docs/PERFORMANCE.md compares them.
+//! matmul (the `gemm` crate), in GF/s, with the weight as a checkpoint stores it, read
+//! through a transposed view: how `RowLinear` ran before it kept a contiguous [in, out]
+//! copy on the CPU. `tools/bench/linear_shapes.py` measures PyTorch's `linear` on the
+//! same shapes; docs/PERFORMANCE.md compares them, and says why these figures, each on a
+//! weight just used, missed what a UNet step pays for packing its weights.
 //!
 //!     cargo run --release -p refact-engine --example gemm_shapes
 //!

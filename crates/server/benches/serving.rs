@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 const VERSIONS: usize = 16;
 const CONCURRENCY: &str = "1,4,8,16";
 
-fn env_text(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
+/// The servers' device and dtype: `REFACT_DEVICE` and `REFACT_DTYPE`, else the CPU in f32.
+fn device_and_dtype() -> (String, String) {
+    let text = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    (text("REFACT_DEVICE", "cpu"), text("REFACT_DTYPE", "f32"))
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -64,13 +66,14 @@ fn settings(
     model: &std::path::Path,
     max_batch: usize,
 ) -> Settings {
+    let (device, dtype) = device_and_dtype();
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: refact_server::secret::Secret::new(database_url),
         model: model.display().to_string(),
         data_dir: data.to_path_buf(),
-        device: env_text("REFACT_DEVICE", "cpu"),
-        dtype: env_text("REFACT_DTYPE", "f32"),
+        device,
+        dtype,
         ..Settings::default()
     };
     settings.auth.enabled = false;
@@ -217,10 +220,7 @@ async fn serve_and_measure() {
         run_cell(&client, base, 1, true, 2, size, steps).await;
     }
 
-    let (device, dtype) = (
-        env_text("REFACT_DEVICE", "cpu"),
-        env_text("REFACT_DTYPE", "f32"),
-    );
+    let (device, dtype) = device_and_dtype();
     println!(
         "\nserving, {model_name}, {device} {dtype}, {size} px, {steps} steps, {requests} requests per cell"
     );
